@@ -1,0 +1,697 @@
+package unmount
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/adeagent/adeagent/agent/api"
+	"github.com/adeagent/adeagent/unmount/hostroot"
+)
+
+// The process scan is the hot path: one statx per open file descriptor of every task on
+// the machine. It therefore talks to the kernel directly: one O_PATH handle per pid,
+// getdents64 into a reused buffer, and statx on the names in place (no allocation per fd).
+// statx runs with AT_STATX_DONT_SYNC|AT_NO_AUTOMOUNT so that a dead NFS server or an
+// automount point cannot stall it; matching is by device number, never by path, so
+// deleted files, bind mounts and other mount namespaces are all caught.
+
+const (
+	statxFlags = unix.AT_STATX_DONT_SYNC | unix.AT_NO_AUTOMOUNT
+	statxMask  = unix.STATX_TYPE | unix.STATX_INO
+)
+
+var (
+	nameCwd   = []byte("cwd\x00")
+	nameRoot  = []byte("root\x00")
+	nameExe   = []byte("exe\x00")
+	nameTask  = []byte("task\x00")
+	nameMntNS = []byte("ns/mnt\x00")
+)
+
+// devSet is the set of target device numbers; it holds a handful of entries, so a slice
+// beats a map on the per-fd path.
+type devSet []uint64
+
+func devKey(major, minor uint32) uint64 { return uint64(major)<<32 | uint64(minor) }
+
+func newDevSet(devs []Dev) devSet {
+	s := make(devSet, 0, len(devs))
+	for _, d := range devs {
+		s = append(s, devKey(d.Major, d.Minor))
+	}
+	return s
+}
+
+func (s devSet) has(k uint64) bool {
+	for _, v := range s {
+		if v == k {
+			return true
+		}
+	}
+	return false
+}
+
+func statxAt(dirfd int, name *byte, stx *unix.Statx_t) error {
+	_, _, e := unix.Syscall6(unix.SYS_STATX, uintptr(dirfd), uintptr(unsafe.Pointer(name)),
+		statxFlags, statxMask, uintptr(unsafe.Pointer(stx)), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// gone reports errors that mean the process or fd went away during the scan.
+func gone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+}
+
+// ProcessScanOptions tune the process scan.
+type ProcessScanOptions struct {
+	Workers  int // parallel workers; default 4 (the scan is kernel-bound and scales with cores)
+	MaxPaths int // paths recorded per holder; the fd count is always exact; default 4
+}
+
+// ProcessScan is the result of scanning every task.
+type ProcessScan struct {
+	Holders    []api.Holder
+	Incomplete []api.Incomplete
+	Stats      api.ScanStats
+	// MountNS maps each mount-namespace inode to one pid in it, for the namespace check.
+	MountNS map[uint64]int
+	SelfNS  uint64
+}
+
+type procScanner struct {
+	root     hostroot.Root
+	procFD   int
+	target   devSet
+	mountOf  map[uint64]string
+	anonDev  uint64
+	kcmpOK   atomic.Bool
+	maxPaths int
+}
+
+// ScanProcesses looks at every process and every thread with its own fs or fd table under
+// the root's /proc and returns those that use a target device.
+func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts ProcessScanOptions) (*ProcessScan, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.MaxPaths <= 0 {
+		opts.MaxPaths = 4
+	}
+	procDir := root.Proc()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(procDir, &sfs); err != nil {
+		return nil, fmt.Errorf("statfs %s: %w", procDir, err)
+	}
+	if sfs.Type != unix.PROC_SUPER_MAGIC {
+		return &ProcessScan{Incomplete: []api.Incomplete{{
+			What:   "processes",
+			Reason: procDir + " is not a procfs mount; process holders were not scanned",
+		}}}, nil
+	}
+	procFD, err := unix.Open(procDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", procDir, err)
+	}
+	defer unix.Close(procFD)
+
+	s := &procScanner{root: root, procFD: procFD, target: newDevSet(target.Devs), maxPaths: opts.MaxPaths,
+		mountOf: map[uint64]string{}}
+	for _, m := range target.Mounts {
+		k := devKey(m.Dev.Major, m.Dev.Minor)
+		if _, ok := s.mountOf[k]; !ok {
+			s.mountOf[k] = m.MountPoint
+		}
+	}
+	s.anonDev = anonInodeDev()
+	s.kcmpOK.Store(true)
+
+	pids, err := s.listPids()
+	if err != nil {
+		return nil, err
+	}
+	selfNS := uint64(0)
+	var stx unix.Statx_t
+	if err := statxAt(procFD, &[]byte("self/ns/mnt\x00")[0], &stx); err == nil {
+		selfNS = stx.Ino
+	}
+
+	workers := min(opts.Workers, len(pids))
+	results := make([]workerResult, workers)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func(r *workerResult) {
+			defer wg.Done()
+			ws := newWorkerState()
+			for {
+				if ctx.Err() != nil {
+					return
+				}
+				i := int(next.Add(1)) - 1
+				if i >= len(pids) {
+					return
+				}
+				s.scanPid(pids[i], ws, r)
+			}
+		}(&results[w])
+	}
+	wg.Wait()
+
+	out := &ProcessScan{MountNS: map[uint64]int{}, SelfNS: selfNS}
+	for i := range results {
+		r := &results[i]
+		out.Holders = append(out.Holders, r.holders...)
+		out.Incomplete = append(out.Incomplete, r.incomplete...)
+		out.Stats.Processes += r.procs
+		out.Stats.Threads += r.threads
+		out.Stats.FDs += r.fds
+		for ns, pid := range r.mountNS {
+			if old, ok := out.MountNS[ns]; !ok || pid < old {
+				out.MountNS[ns] = pid
+			}
+		}
+	}
+	if done := int(next.Load()); ctx.Err() != nil && done < len(pids) {
+		out.Incomplete = append(out.Incomplete, api.Incomplete{
+			What:   "processes",
+			Reason: fmt.Sprintf("scan deadline reached: %d of %d processes not inspected", len(pids)-min(done, len(pids)), len(pids)),
+		})
+	}
+	sort.Slice(out.Holders, func(i, j int) bool {
+		a, b := out.Holders[i], out.Holders[j]
+		if a.PID != b.PID {
+			return a.PID < b.PID
+		}
+		return a.TID < b.TID
+	})
+	sort.Slice(out.Incomplete, func(i, j int) bool { return out.Incomplete[i].PID < out.Incomplete[j].PID })
+	for i := range out.Holders {
+		s.attribute(&out.Holders[i])
+	}
+	return out, nil
+}
+
+type workerResult struct {
+	holders    []api.Holder
+	incomplete []api.Incomplete
+	procs      int
+	threads    int
+	fds        int
+	mountNS    map[uint64]int
+}
+
+type workerState struct {
+	dents []byte
+	maps  []byte
+	link  []byte
+	stx   unix.Statx_t
+}
+
+func newWorkerState() *workerState {
+	return &workerState{dents: make([]byte, 32<<10), maps: make([]byte, 64<<10), link: make([]byte, 4096)}
+}
+
+func (s *procScanner) listPids() ([]int, error) {
+	fd, err := unix.Openat(s.procFD, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", s.root.Proc(), err)
+	}
+	defer unix.Close(fd)
+	var pids []int
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", s.root.Proc(), err)
+		}
+		if n <= 0 {
+			break
+		}
+		forEachDirent(buf[:n], func(name []byte) {
+			if pid, ok := atoi(name); ok {
+				pids = append(pids, pid)
+			}
+		})
+	}
+	return pids, nil
+}
+
+// forEachDirent calls fn with each NUL-terminated name (the slice includes the NUL) in a
+// getdents64 buffer, skipping "." and "..".
+func forEachDirent(buf []byte, fn func(name []byte)) {
+	for off := 0; off+19 < len(buf); {
+		reclen := int(*(*uint16)(unsafe.Pointer(&buf[off+16])))
+		if reclen == 0 || off+reclen > len(buf) {
+			return
+		}
+		name := buf[off+19 : off+reclen]
+		if end := bytes.IndexByte(name, 0); end >= 0 {
+			name = name[:end+1]
+		}
+		off += reclen
+		if name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)) {
+			continue
+		}
+		fn(name)
+	}
+}
+
+func atoi(name []byte) (int, bool) {
+	n := 0
+	if len(name) < 2 {
+		return 0, false
+	}
+	for _, c := range name[:len(name)-1] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// holderAcc accumulates what one task holds.
+type holderAcc struct {
+	uses  [6]bool // fd, cwd, root, exe, mmap, io_uring
+	paths []string
+	fds   int
+	mount string
+}
+
+const (
+	useFD = iota
+	useCwd
+	useRoot
+	useExe
+	useMmap
+	useIOUring
+)
+
+var useNames = [...]string{api.UseFD, api.UseCwd, api.UseRoot, api.UseExe, api.UseMmap, api.UseIOUring}
+
+func (h *holderAcc) any() bool {
+	for _, u := range h.uses {
+		if u {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *holderAcc) toHolder(kind string, pid, tid int) api.Holder {
+	out := api.Holder{Kind: kind, PID: pid, TID: tid, Paths: h.paths, FDs: h.fds, Mount: h.mount}
+	for i, u := range h.uses {
+		if u {
+			out.Uses = append(out.Uses, useNames[i])
+		}
+	}
+	return out
+}
+
+func (h *holderAcc) addPath(p string, max int) {
+	if len(h.paths) >= max {
+		return
+	}
+	for _, q := range h.paths {
+		if q == p {
+			return
+		}
+	}
+	h.paths = append(h.paths, p)
+}
+
+func (s *procScanner) match(stx *unix.Statx_t, h *holderAcc) bool {
+	k := devKey(stx.Dev_major, stx.Dev_minor)
+	if !s.target.has(k) {
+		return false
+	}
+	if h.mount == "" {
+		h.mount = s.mountOf[k]
+	}
+	return true
+}
+
+func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
+	var pidName [24]byte
+	name := strconv.AppendInt(pidName[:0], int64(pid), 10)
+	name = append(name, 0)
+	dirfd, err := unix.Openat(s.procFD, string(name[:len(name)-1]), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if !gone(err) {
+			r.incomplete = append(r.incomplete, api.Incomplete{PID: pid, What: "process", Reason: err.Error()})
+		}
+		return
+	}
+	defer unix.Close(dirfd)
+	r.procs++
+
+	var h holderAcc
+	incomplete := func(what string, err error) {
+		r.incomplete = append(r.incomplete, api.Incomplete{PID: pid, What: what, Reason: err.Error()})
+	}
+	// exe: absent for kernel threads and zombies.
+	exeMissing := false
+	if err := statxAt(dirfd, &nameExe[0], &ws.stx); err == nil {
+		if s.match(&ws.stx, &h) {
+			h.uses[useExe] = true
+			h.addPath(s.readlink(dirfd, "exe", ws), s.maxPaths)
+		}
+	} else if gone(err) {
+		exeMissing = true
+	} else {
+		incomplete("exe", err)
+	}
+	var cwdRoot holderAcc
+	s.scanFS(dirfd, ws, &cwdRoot, func(what string, err error) { incomplete(what, err) })
+
+	fdErr := s.scanFDs(dirfd, "fd", ws, &h, r)
+	if fdErr != nil && !gone(fdErr) {
+		incomplete("fd", fdErr)
+	}
+	nmaps, mapsErr := s.scanMaps(dirfd, ws, &h)
+	if mapsErr != nil && !gone(mapsErr) {
+		incomplete("maps", mapsErr)
+	}
+	// A kernel thread has no exe and no memory map; its cwd and root are the kernel's own
+	// init fs, which pivot_root moves along, so they are not holders anyone can act on.
+	kthread := exeMissing && nmaps == 0 && mapsErr == nil
+	if !kthread {
+		h.uses[useCwd] = cwdRoot.uses[useCwd]
+		h.uses[useRoot] = cwdRoot.uses[useRoot]
+		if h.mount == "" {
+			h.mount = cwdRoot.mount
+		}
+		h.paths = append(cwdRoot.paths, h.paths...)
+		if len(h.paths) > s.maxPaths {
+			h.paths = h.paths[:s.maxPaths]
+		}
+	}
+	if h.any() {
+		r.holders = append(r.holders, h.toHolder(api.KindProcess, pid, 0))
+	}
+
+	if err := statxAt(dirfd, &nameMntNS[0], &ws.stx); err == nil {
+		if r.mountNS == nil {
+			r.mountNS = map[uint64]int{}
+		}
+		if old, ok := r.mountNS[ws.stx.Ino]; !ok || pid < old {
+			r.mountNS[ws.stx.Ino] = pid
+		}
+	}
+	if !kthread {
+		s.scanThreads(pid, dirfd, ws, r)
+	}
+}
+
+// scanFS checks a task's cwd and root.
+func (s *procScanner) scanFS(dirfd int, ws *workerState, h *holderAcc, incomplete func(string, error)) {
+	if err := statxAt(dirfd, &nameCwd[0], &ws.stx); err == nil {
+		if s.match(&ws.stx, h) {
+			h.uses[useCwd] = true
+			h.addPath(s.readlink(dirfd, "cwd", ws), s.maxPaths)
+		}
+	} else if !gone(err) {
+		incomplete("cwd", err)
+	}
+	if err := statxAt(dirfd, &nameRoot[0], &ws.stx); err == nil {
+		if s.match(&ws.stx, h) {
+			h.uses[useRoot] = true
+			h.addPath(s.readlink(dirfd, "root", ws), s.maxPaths)
+		}
+	} else if !gone(err) {
+		incomplete("root", err)
+	}
+}
+
+func (s *procScanner) readlink(dirfd int, name string, ws *workerState) string {
+	n, err := unix.Readlinkat(dirfd, name, ws.link)
+	if err != nil || n <= 0 {
+		return ""
+	}
+	return string(ws.link[:n])
+}
+
+// scanFDs stats every entry of a task's fd directory ("fd", or "task/T/fd" relative to a
+// task directory).
+func (s *procScanner) scanFDs(dirfd int, dir string, ws *workerState, h *holderAcc, r *workerResult) error {
+	fdfd, err := unix.Openat(dirfd, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fdfd)
+	var firstErr error
+	for {
+		n, err := unix.Getdents(fdfd, ws.dents)
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			return firstErr
+		}
+		forEachDirent(ws.dents[:n], func(name []byte) {
+			r.fds++
+			if err := statxAt(fdfd, &name[0], &ws.stx); err != nil {
+				if !gone(err) && firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			if s.match(&ws.stx, h) {
+				h.uses[useFD] = true
+				h.fds++
+				if len(h.paths) < s.maxPaths {
+					h.addPath(s.readlink(fdfd, string(name[:len(name)-1]), ws), s.maxPaths)
+				}
+				return
+			}
+			if s.anonDev != 0 && devKey(ws.stx.Dev_major, ws.stx.Dev_minor) == s.anonDev {
+				s.checkIOUring(dirfd, dir, fdfd, name, ws, h)
+			}
+		})
+	}
+}
+
+// scanMaps reads the task's memory map and matches each mapping's device field.
+// It returns the number of mapping lines.
+func (s *procScanner) scanMaps(dirfd int, ws *workerState, h *holderAcc) (int, error) {
+	fd, err := unix.Openat(dirfd, "maps", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	lines := 0
+	var carry int
+	for {
+		if carry == len(ws.maps) {
+			grown := make([]byte, 2*len(ws.maps))
+			copy(grown, ws.maps[:carry])
+			ws.maps = grown
+		}
+		n, err := unix.Read(fd, ws.maps[carry:])
+		if err != nil {
+			return lines, err
+		}
+		if n == 0 {
+			if carry > 0 {
+				lines++
+				s.mapsLine(ws.maps[:carry], h)
+			}
+			return lines, nil
+		}
+		data := ws.maps[:carry+n]
+		for {
+			nl := bytes.IndexByte(data, '\n')
+			if nl < 0 {
+				break
+			}
+			lines++
+			s.mapsLine(data[:nl], h)
+			data = data[nl+1:]
+		}
+		carry = copy(ws.maps, data)
+	}
+}
+
+func (s *procScanner) mapsLine(line []byte, h *holderAcc) {
+	m, ok := ParseMapsLine(line)
+	if !ok || m.Inode == 0 {
+		return
+	}
+	k := devKey(m.Dev.Major, m.Dev.Minor)
+	if !s.target.has(k) {
+		return
+	}
+	if h.mount == "" {
+		h.mount = s.mountOf[k]
+	}
+	h.uses[useMmap] = true
+	if len(h.paths) < s.maxPaths && len(m.Path) > 0 {
+		h.addPath(string(m.Path), s.maxPaths)
+	}
+}
+
+// scanThreads looks at the threads of a multi-threaded process whose fs (cwd, root) or fd
+// table is not shared with the leader (unshare(CLONE_FS), unshare(CLONE_FILES)): neither
+// fuser nor lsof sees those.
+func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *workerResult) {
+	if err := statxAt(dirfd, &nameTask[0], &ws.stx); err != nil || ws.stx.Nlink <= 3 {
+		return // nlink of task/ is 2 + number of threads
+	}
+	taskfd, err := unix.Openat(dirfd, "task", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(taskfd)
+	var tids []int
+	for {
+		n, err := unix.Getdents(taskfd, ws.dents)
+		if err != nil || n <= 0 {
+			break
+		}
+		forEachDirent(ws.dents[:n], func(name []byte) {
+			if tid, ok := atoi(name); ok && tid != pid {
+				tids = append(tids, tid)
+			}
+		})
+	}
+	for _, tid := range tids {
+		r.threads++
+		ownFS, ownFiles := true, true
+		if s.kcmpOK.Load() {
+			fsr, err1 := kcmp(pid, tid, kcmpFS)
+			filesr, err2 := kcmp(pid, tid, kcmpFiles)
+			if err1 == nil && err2 == nil {
+				ownFS, ownFiles = fsr != 0, filesr != 0
+			} else if errors.Is(err1, unix.ENOSYS) {
+				s.kcmpOK.Store(false) // kernel without kcmp: look at every thread
+			} else if gone(err1) || gone(err2) {
+				continue
+			}
+		}
+		if !ownFS && !ownFiles {
+			continue
+		}
+		tdir, err := unix.Openat(taskfd, strconv.Itoa(tid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		var h holderAcc
+		if ownFS {
+			s.scanFS(tdir, ws, &h, func(what string, err error) {
+				r.incomplete = append(r.incomplete, api.Incomplete{PID: pid, What: fmt.Sprintf("task %d %s", tid, what), Reason: err.Error()})
+			})
+		}
+		if ownFiles {
+			if err := s.scanFDs(tdir, "fd", ws, &h, r); err != nil && !gone(err) {
+				r.incomplete = append(r.incomplete, api.Incomplete{PID: pid, What: fmt.Sprintf("task %d fd", tid), Reason: err.Error()})
+			}
+		}
+		unix.Close(tdir)
+		if h.any() {
+			r.holders = append(r.holders, h.toHolder(api.KindThread, pid, tid))
+		}
+	}
+}
+
+func kcmp(pid1, pid2, typ int) (uintptr, error) {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), uintptr(typ), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return r, nil
+}
+
+// anonInodeDev is the device of anon_inodefs, where io_uring instances live. It is learnt
+// from an eventfd of our own; zero if that fails.
+func anonInodeDev() uint64 {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0
+	}
+	d := DevFromStat(st.Dev)
+	return devKey(d.Major, d.Minor)
+}
+
+// checkIOUring looks at an anon-inode fd; if it is an io_uring instance, its fdinfo lists
+// the files registered with it, which stay open after the process closed its own fds.
+func (s *procScanner) checkIOUring(dirfd int, dir string, fdfd int, name []byte, ws *workerState, h *holderAcc) {
+	fdname := string(name[:len(name)-1])
+	n, err := unix.Readlinkat(fdfd, fdname, ws.link)
+	if err != nil || !bytes.Equal(ws.link[:n], []byte("anon_inode:[io_uring]")) {
+		return
+	}
+	infoDir := "fdinfo"
+	if dir != "fd" {
+		infoDir = dir[:len(dir)-len("fd")] + "fdinfo"
+	}
+	data, err := readAt(dirfd, infoDir+"/"+fdname)
+	if err != nil {
+		return
+	}
+	for _, p := range ParseIOUringFiles(data) {
+		var stx unix.Statx_t
+		// The registered file's path is as the process sees it: resolve it inside the
+		// process's root, without syncing remote attributes.
+		rootRel := "root" + p
+		if err := unix.Statx(dirfd, rootRel, statxFlags, statxMask, &stx); err != nil {
+			continue
+		}
+		if s.match(&stx, h) {
+			h.uses[useIOUring] = true
+			h.addPath(p, s.maxPaths)
+		}
+	}
+}
+
+func readAt(dirfd int, name string) ([]byte, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	var buf bytes.Buffer
+	_, err = buf.ReadFrom(f)
+	return buf.Bytes(), err
+}
+
+// attribute fills comm, cmdline, unit and container of a holder.
+func (s *procScanner) attribute(h *api.Holder) {
+	if b, err := os.ReadFile(s.root.PID(h.PID, "comm")); err == nil {
+		h.Comm = string(bytes.TrimRight(b, "\n"))
+	}
+	if b, err := os.ReadFile(s.root.PID(h.PID, "cmdline")); err == nil {
+		h.Cmdline = string(bytes.TrimRight(bytes.ReplaceAll(b, []byte{0}, []byte{' '}), " "))
+	}
+	if b, err := os.ReadFile(s.root.PID(h.PID, "cgroup")); err == nil {
+		a := ParseCgroup(b)
+		h.Unit, h.Container = a.Unit, a.Container
+	}
+}
+
+
+// kcmp(2) types (linux/kcmp.h).
+const (
+	kcmpFiles = 2
+	kcmpFS    = 3
+)
