@@ -689,7 +689,6 @@ func (s *procScanner) attribute(h *api.Holder) {
 	}
 }
 
-
 // kcmp(2) types (linux/kcmp.h).
 const (
 	kcmpFiles = 2
