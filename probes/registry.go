@@ -1,7 +1,9 @@
 package probes
 
 // registry is every probe, sorted by name. Add a probe here and nowhere else.
-var registry = []Probe{}
+var registry = []Probe{
+	distroProbe{},
+}
 
 // All returns the registered probes in name order.
 func All() []Probe { return append([]Probe(nil), registry...) }
