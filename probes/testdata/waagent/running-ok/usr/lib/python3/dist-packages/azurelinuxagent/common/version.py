@@ -1,0 +1,1 @@
+AGENT_VERSION = '2.2.45'
