@@ -9,6 +9,7 @@ import (
 
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -361,9 +362,10 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	r.procs++
 
 	var h holderAcc
-	incomplete := func(what string, err error) {
-		r.incomplete = append(r.incomplete, api.Incomplete{PID: pid, What: what, Reason: err.Error()})
-	}
+	// Everything about this pid that could not be read goes into one incomplete entry.
+	var inc pidIncomplete
+	defer inc.flush(pid, r)
+	incomplete := inc.add
 	// exe: absent for kernel threads and zombies.
 	exeMissing := false
 	if err := statxAt(dirfd, &nameExe[0], &ws.stx); err == nil {
@@ -377,7 +379,7 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 		incomplete("exe", err)
 	}
 	var cwdRoot holderAcc
-	s.scanFS(dirfd, ws, &cwdRoot, func(what string, err error) { incomplete(what, err) })
+	s.scanFS(dirfd, ws, &cwdRoot, incomplete)
 
 	fdErr := s.scanFDs(dirfd, "fd", ws, &h, r)
 	if fdErr != nil && !gone(fdErr) {
@@ -414,7 +416,31 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 		}
 	}
 	if !kthread {
-		s.scanThreads(pid, dirfd, ws, r)
+		s.scanThreads(pid, dirfd, ws, r, incomplete)
+	}
+}
+
+// pidIncomplete collects what could not be inspected of one process.
+type pidIncomplete struct {
+	whats  []string
+	reason string
+}
+
+func (p *pidIncomplete) add(what string, err error) {
+	for _, w := range p.whats {
+		if w == what {
+			return
+		}
+	}
+	if p.reason == "" {
+		p.reason = err.Error()
+	}
+	p.whats = append(p.whats, what)
+}
+
+func (p *pidIncomplete) flush(pid int, r *workerResult) {
+	if len(p.whats) > 0 {
+		r.incomplete = append(r.incomplete, api.Incomplete{PID: pid, What: strings.Join(p.whats, ","), Reason: p.reason})
 	}
 }
 
@@ -548,7 +574,7 @@ func (s *procScanner) mapsLine(line []byte, h *holderAcc) {
 // scanThreads looks at the threads of a multi-threaded process whose fs (cwd, root) or fd
 // table is not shared with the leader (unshare(CLONE_FS), unshare(CLONE_FILES)): neither
 // fuser nor lsof sees those.
-func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *workerResult) {
+func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *workerResult, incomplete func(string, error)) {
 	if err := statxAt(dirfd, &nameTask[0], &ws.stx); err != nil || ws.stx.Nlink <= 3 {
 		return // nlink of task/ is 2 + number of threads
 	}
@@ -592,13 +618,11 @@ func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *worker
 		}
 		var h holderAcc
 		if ownFS {
-			s.scanFS(tdir, ws, &h, func(what string, err error) {
-				r.incomplete = append(r.incomplete, api.Incomplete{PID: pid, What: fmt.Sprintf("task %d %s", tid, what), Reason: err.Error()})
-			})
+			s.scanFS(tdir, ws, &h, func(what string, err error) { incomplete("task "+what, err) })
 		}
 		if ownFiles {
 			if err := s.scanFDs(tdir, "fd", ws, &h, r); err != nil && !gone(err) {
-				r.incomplete = append(r.incomplete, api.Incomplete{PID: pid, What: fmt.Sprintf("task %d fd", tid), Reason: err.Error()})
+				incomplete("task fd", err)
 			}
 		}
 		unix.Close(tdir)
