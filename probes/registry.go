@@ -3,6 +3,7 @@ package probes
 // registry is every probe, sorted by name. Add a probe here and nowhere else.
 var registry = []Probe{
 	distroProbe{},
+	extensionProbe{},
 	waagentProbe{},
 }
 
