@@ -4,6 +4,7 @@ package probes
 var registry = []Probe{
 	distroProbe{},
 	extensionProbe{},
+	servicesProbe{},
 	waagentProbe{},
 }
 
