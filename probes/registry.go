@@ -4,6 +4,10 @@ package probes
 var registry = []Probe{
 	distroProbe{},
 	extensionProbe{},
+	kernelProbe{},
+	memoryProbe{},
+	oldrootProbe{},
+	selinuxProbe{},
 	servicesProbe{},
 	waagentProbe{},
 }
