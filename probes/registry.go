@@ -2,11 +2,13 @@ package probes
 
 // registry is every probe, sorted by name. Add a probe here and nowhere else.
 var registry = []Probe{
+	adeProbe{},
 	distroProbe{},
 	extensionProbe{},
 	kernelProbe{},
 	memoryProbe{},
 	oldrootProbe{},
+	osDriveProbe{},
 	selinuxProbe{},
 	servicesProbe{},
 	waagentProbe{},
