@@ -36,6 +36,8 @@ type Env struct {
 	// Units answers questions about systemd units. Nil unless Root is the host and
 	// systemd is reachable; probes then fall back to what /proc shows.
 	Units Units
+	// OSDrive is the OS drive's holder scan, run once and shared.
+	OSDrive *OSDriveScan
 }
 
 // Endpoint is a TCP endpoint ADE needs to reach.
