@@ -29,6 +29,7 @@ import (
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/unmount"
 	"github.com/adeagent/adeagent/unmount/hostroot"
+	"github.com/adeagent/adeagent/unmount/looptest"
 )
 
 func init() {
@@ -194,75 +195,27 @@ func startHolder(t *testing.T, mode, path string, wrap ...string) *holder {
 	return startCmd(t, cmd)
 }
 
-// scratch is a loop-mounted ext4 filesystem.
+// scratch is the loop-mounted target of one test.
 type scratch struct {
-	t     *testing.T
-	dir   string
-	mnt   string
-	loop  string
-	extra []string // mounts to undo, innermost first
+	*looptest.Mount
+	t *testing.T
 }
+
+func newScratch(t *testing.T) *scratch { return &scratch{Mount: looptest.New(t), t: t} }
+
+func (s *scratch) path(rel string) string { return s.At(rel) }
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
+	return looptest.Run(t, name, args...)
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loop devices, mount and other processes' /proc entries (run ./test.sh as root)")
-	}
-	for _, tool := range []string{"mkfs.ext4", "losetup", "mount", "umount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (apt-get install e2fsprogs util-linux mount)", tool)
-		}
-	}
-}
-
-func newScratch(t *testing.T) *scratch {
-	t.Helper()
-	needRoot(t)
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.img")
-	run(t, "truncate", "-s", "96M", img)
-	run(t, "mkfs.ext4", "-q", "-F", img)
-	s := &scratch{t: t, dir: dir, mnt: filepath.Join(dir, "mnt point")}
-	if err := os.Mkdir(s.mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s.loop = run(t, "losetup", "--find", "--show", img)
-	t.Cleanup(func() { exec.Command("losetup", "-d", s.loop).Run() })
-	run(t, "mount", s.loop, s.mnt)
-	t.Cleanup(func() {
-		for _, m := range s.extra {
-			exec.Command("umount", "-l", m).Run()
-		}
-		exec.Command("umount", "-l", s.mnt).Run()
-	})
-	for _, d := range []string{"dir", "lower", "upper", "work"} {
-		if err := os.Mkdir(filepath.Join(s.mnt, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := range 3 {
-		if err := os.WriteFile(filepath.Join(s.mnt, "dir", fmt.Sprintf("f%d", i)), make([]byte, 8192), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
-
-func (s *scratch) path(rel string) string { return filepath.Join(s.mnt, rel) }
+func needRoot(t *testing.T) { t.Helper(); looptest.NeedRoot(t) }
 
 // scan runs the holder scan on the scratch mount.
 func (s *scratch) scan() *api.HoldersReport {
 	s.t.Helper()
-	target, err := unmount.PathTarget(hostroot.Host, s.mnt)
+	target, err := unmount.PathTarget(hostroot.Host, s.Path)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -273,37 +226,8 @@ func (s *scratch) scan() *api.HoldersReport {
 	return rep
 }
 
-// umount asserts the target can now be unmounted (after extra mounts are gone).
-func (s *scratch) umount() {
-	s.t.Helper()
-	for _, m := range s.extra {
-		if err := unix.Unmount(m, 0); err != nil {
-			s.t.Fatalf("umount %s: %v", m, err)
-		}
-	}
-	s.extra = nil
-	// Some holders are released by the kernel asynchronously after their owner is gone
-	// (an io_uring ring is torn down by a workqueue), so allow a short grace period.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := unix.Unmount(s.mnt, 0)
-		if err == nil {
-			return
-		}
-		if err != unix.EBUSY || time.Now().After(deadline) {
-			s.t.Fatalf("umount %s after the holder went away: %v", s.mnt, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// umountBusy asserts umount(2) of the target fails with EBUSY while the holder is there.
-func (s *scratch) umountBusy() {
-	s.t.Helper()
-	if err := unix.Unmount(s.mnt, 0); err != unix.EBUSY {
-		s.t.Fatalf("umount %s while held: got %v, want EBUSY", s.mnt, err)
-	}
-}
+func (s *scratch) umount()     { s.t.Helper(); s.Unmount() }
+func (s *scratch) umountBusy() { s.t.Helper(); s.Busy() }
 
 // find returns the holders of kind (and pid, if non-zero).
 func find(rep *api.HoldersReport, kind string, pid int) []api.Holder {
@@ -367,14 +291,14 @@ func (s *scratch) compareTools(name string, pid int, ours bool) {
 		return "no"
 	}
 	fuserFound, lsofFound := false, false
-	if out, err := exec.Command("fuser", "-m", s.mnt).Output(); err == nil || len(out) > 0 {
+	if out, err := exec.Command("fuser", "-m", s.Path).Output(); err == nil || len(out) > 0 {
 		for _, f := range strings.Fields(string(out)) {
 			if p, err := strconv.Atoi(strings.TrimRight(f, "cerfmn")); err == nil && (pid == 0 || p == pid) {
 				fuserFound = true
 			}
 		}
 	}
-	if out, err := exec.Command("lsof", "-t", s.mnt).Output(); err == nil || len(out) > 0 {
+	if out, err := exec.Command("lsof", "-t", s.Path).Output(); err == nil || len(out) > 0 {
 		for _, f := range strings.Fields(string(out)) {
 			if p, err := strconv.Atoi(f); err == nil && (pid == 0 || p == pid) {
 				lsofFound = true
@@ -430,8 +354,8 @@ func TestProcessHolders(t *testing.T) {
 			if got.Comm == "" {
 				t.Errorf("holder has no comm: %+v", got)
 			}
-			if got.Mount != s.mnt {
-				t.Errorf("holder mount = %q, want %q", got.Mount, s.mnt)
+			if got.Mount != s.Path {
+				t.Errorf("holder mount = %q, want %q", got.Mount, s.Path)
 			}
 			s.umountBusy()
 			s.compareTools(c.name, h.pid, true)
@@ -481,10 +405,10 @@ func TestExeOnTarget(t *testing.T) {
 
 func TestHolderThroughBindMount(t *testing.T) {
 	s := newScratch(t)
-	bind := filepath.Join(s.dir, "bind")
+	bind := filepath.Join(s.Dir, "bind")
 	os.Mkdir(bind, 0o755)
 	run(t, "mount", "--bind", s.path("dir"), bind)
-	s.extra = append(s.extra, bind)
+	s.Extra = append(s.Extra, bind)
 	h := startHolder(t, "fd", filepath.Join(bind, "f0"))
 	rep := s.scan()
 	got := mustFind(t, rep, api.KindProcess, h.pid, api.UseFD, "bind/f0")
@@ -500,10 +424,10 @@ func TestHolderThroughBindMount(t *testing.T) {
 
 func TestBindMountWithoutHolder(t *testing.T) {
 	s := newScratch(t)
-	bind := filepath.Join(s.dir, "bind")
+	bind := filepath.Join(s.Dir, "bind")
 	os.Mkdir(bind, 0o755)
 	run(t, "mount", "--bind", s.path("dir"), bind)
-	s.extra = append(s.extra, bind)
+	s.Extra = append(s.Extra, bind)
 	rep := s.scan()
 	mustFind(t, rep, api.KindMount, 0, "", bind)
 	s.compareTools("bind mount elsewhere, no process", 0, true)
@@ -513,7 +437,7 @@ func TestBindMountWithoutHolder(t *testing.T) {
 func TestNestedMount(t *testing.T) {
 	s := newScratch(t)
 	run(t, "mount", "-t", "tmpfs", "nested", s.path("dir"))
-	s.extra = append(s.extra, s.path("dir"))
+	s.Extra = append(s.Extra, s.path("dir"))
 	rep := s.scan()
 	got := mustFind(t, rep, api.KindMount, 0, "", s.path("dir"))
 	if !strings.Contains(got.Detail, "tmpfs") {
@@ -571,13 +495,13 @@ func TestLoopDeviceBackedByTarget(t *testing.T) {
 
 func TestOverlayLayersOnTarget(t *testing.T) {
 	s := newScratch(t)
-	merged := filepath.Join(s.dir, "merged")
+	merged := filepath.Join(s.Dir, "merged")
 	os.Mkdir(merged, 0o755)
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", s.path("lower"), s.path("upper"), s.path("work"))
 	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, merged).CombinedOutput(); err != nil {
 		t.Skipf("overlay mount not available: %v %s", err, out)
 	}
-	s.extra = append(s.extra, merged)
+	s.Extra = append(s.Extra, merged)
 	rep := s.scan()
 	got := mustFind(t, rep, api.KindOverlay, 0, "", "upper")
 	if got.Mount != merged {
@@ -599,7 +523,7 @@ func TestOtherMountNamespace(t *testing.T) {
 		h := startHolder(t, "fd", s.path("dir/f0"), "unshare", "--mount", "--propagation", "private", "--")
 		rep := s.scan()
 		mustFind(t, rep, api.KindProcess, h.pid, api.UseFD, "f0")
-		ns := mustFind(t, rep, api.KindNamespace, h.pid, "", s.mnt)
+		ns := mustFind(t, rep, api.KindNamespace, h.pid, "", s.Path)
 		if !strings.Contains(ns.Detail, "private") {
 			t.Errorf("namespace detail = %q, want private propagation named", ns.Detail)
 		}
@@ -612,7 +536,7 @@ func TestOtherMountNamespace(t *testing.T) {
 		if len(find(rep, api.KindProcess, h.pid)) != 0 {
 			t.Errorf("process in the namespace does not use the target but was reported")
 		}
-		mustFind(t, rep, api.KindNamespace, h.pid, "", s.mnt)
+		mustFind(t, rep, api.KindNamespace, h.pid, "", s.Path)
 		s.compareTools("other mount namespace holding a copy, no process", 0, true)
 		h.stop()
 	})
