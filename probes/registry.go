@@ -4,6 +4,7 @@ package probes
 var registry = []Probe{
 	adeProbe{},
 	distroProbe{},
+	encryptionProbe{},
 	extensionProbe{},
 	kernelProbe{},
 	memoryProbe{},
