@@ -8,6 +8,7 @@ var registry = []Probe{
 	extensionProbe{},
 	kernelProbe{},
 	memoryProbe{},
+	mountsProbe{},
 	oldrootProbe{},
 	osDriveProbe{},
 	selinuxProbe{},

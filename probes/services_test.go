@@ -146,7 +146,7 @@ func TestServicesProbe(t *testing.T) {
 			related:  []string{"unit:cassandra.service", "pid:2100", "path:/var/lib/cassandra"},
 		}},
 		{name: "processes outside services", root: "manual", distro: fxUbuntu2204, want: fxWant{
-			key: "services.heavy-active!",
+			key:  "services.heavy-active!",
 			text: []string{"mongod, pid 3000 in session-3.scope, not a service", "java, pid 3100, unit unknown"},
 			// Nothing for systemctl to stop: only prepare (which reports what it cannot stop).
 			commands: []string{"adeagentctl prepare"},
@@ -171,8 +171,8 @@ func TestServicesProbe(t *testing.T) {
 			{Name: "postgresql@14-main.service", ActiveState: "active", SubState: "running", MainPID: 1400},
 			{Name: "ssh.service", ActiveState: "active", SubState: "running"}, // never matched
 		}}, want: fxWant{
-			key: "services.heavy-active!",
-			text: []string{"source: systemd and /proc", "docker.service (active/running, pid 812)", "PostgreSQL: postgresql@14-main.service (active/running, pid 1400)"},
+			key:      "services.heavy-active!",
+			text:     []string{"source: systemd and /proc", "docker.service (active/running, pid 812)", "PostgreSQL: postgresql@14-main.service (active/running, pid 1400)"},
 			notText:  []string{"postgresql.service", "mongod", "ssh"},
 			commands: []string{"adeagentctl prepare", "systemctl stop postgresql@14-main.service", "systemctl stop docker.socket docker.service"},
 			related:  []string{"unit:docker.service", "unit:docker.socket", "unit:postgresql@14-main.service", "pid:1400"},
@@ -185,8 +185,8 @@ func TestServicesProbe(t *testing.T) {
 			{Name: "docker.service", ActiveState: "active", SubState: "running", MainPID: 812},
 			{Name: "containerd.service", ActiveState: "active", SubState: "running", MainPID: 700},
 		}}, want: fxWant{
-			key:      "services.heavy-active!",
-			text:     []string{"containerd.service (active/running, pids 700 4900)", "docker.service (active/running, pid 812)"},
+			key:  "services.heavy-active!",
+			text: []string{"containerd.service (active/running, pids 700 4900)", "docker.service (active/running, pid 812)"},
 			// systemd says docker.socket is not active: not in the stop command
 			commands: []string{"adeagentctl prepare", "systemctl stop docker.service", "systemctl stop containerd.service"},
 		}},
