@@ -85,14 +85,19 @@ func ParseMountInfo(r io.Reader) ([]Mount, error) {
 		mounts = append(mounts, m)
 	}
 	if err := sc.Err(); err != nil {
-		return mounts, fmt.Errorf("mountinfo: %w", err)
+		return mounts, fmt.Errorf("mountinfo line %d: %w", line+1, err)
 	}
 	return mounts, nil
 }
 
 func parseMountLine(s string) (Mount, error) {
 	// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-	fields := strings.Fields(s)
+	//
+	// The kernel separates fields with exactly one space and escapes only space, tab,
+	// newline and backslash inside them, so split at single spaces: other bytes that
+	// strings.Fields takes for white space (\r, \v, \f, U+0085, U+00A0) are part of a path,
+	// and an empty source ("tmpfs  rw", from mount -t tmpfs "" /mnt) is an empty field.
+	fields := strings.Split(s, " ")
 	sep := -1
 	for i, f := range fields {
 		if f == "-" && i >= 6 {
