@@ -125,7 +125,7 @@ func inspectADE(ctx context.Context, root hostroot.Root) (*adeView, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	procs, err := listProcesses(root)
+	procs, err := waListProcesses(root)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func adeReadINI(root hostroot.Root, v *adeView, file string) map[string]string {
 
 // adeProcess reports whether a process is ADE at work: its handler's daemon or enable,
 // the dd that copies the root into /dev/mapper/osencrypt, or an online re-encryption.
-func adeProcess(pr procEntry, h *extHandlerDir) bool {
+func adeProcess(pr waProc, h *extHandlerDir) bool {
 	if h != nil && extProcessOf(pr, h.Dir) {
 		return true
 	}
@@ -236,7 +236,7 @@ func adeFinding(v *adeView) api.Finding {
 		case v.Status == nil:
 			facts = append(facts, fmt.Sprintf("ADE %s is installed (%s) and has written no status yet", h.Version, h.Dir))
 		default:
-			s := fmt.Sprintf("ADE %s status %s: %s", h.Version, v.Status.File, orDash(v.Status.Status))
+			s := fmt.Sprintf("ADE %s status %s: %s", h.Version, v.Status.File, adeOrDash(v.Status.Status))
 			if v.Status.Operation != "" {
 				s += ", operation " + v.Status.Operation
 			}
@@ -251,7 +251,7 @@ func adeFinding(v *adeView) api.Finding {
 			}
 			facts = append(facts, s)
 			if v.OSState != "" || v.DataState != "" {
-				facts = append(facts, fmt.Sprintf("volumes: OS %s, data %s", orDash(v.OSState), orDash(v.DataState)))
+				facts = append(facts, fmt.Sprintf("volumes: OS %s, data %s", adeOrDash(v.OSState), adeOrDash(v.DataState)))
 			}
 			cmds = append(cmds, []string{"cat", v.Status.File})
 		}
@@ -321,7 +321,7 @@ func iniSummary(ini map[string]string, section string, keys ...string) string {
 	return strings.Join(parts, ", ")
 }
 
-func orDash(s string) string {
+func adeOrDash(s string) string {
 	if s == "" {
 		return "-"
 	}

@@ -62,9 +62,9 @@ func readDMDevices(root hostroot.Root) (devs map[string]dmDev, ok bool, err erro
 			continue
 		}
 		d := dmDev{Kernel: e.Name()}
-		d.Name = readTrim(root.Sys("block", e.Name(), "dm", "name"))
-		d.UUID = readTrim(root.Sys("block", e.Name(), "dm", "uuid"))
-		d.Dev = readTrim(root.Sys("block", e.Name(), "dev"))
+		d.Name = encReadTrim(root.Sys("block", e.Name(), "dm", "name"))
+		d.UUID = encReadTrim(root.Sys("block", e.Name(), "dm", "uuid"))
+		d.Dev = encReadTrim(root.Sys("block", e.Name(), "dev"))
 		if sl, err := os.ReadDir(root.Sys("block", e.Name(), "slaves")); err == nil {
 			for _, s := range sl {
 				d.Slaves = append(d.Slaves, s.Name())
@@ -75,7 +75,7 @@ func readDMDevices(root hostroot.Root) (devs map[string]dmDev, ok bool, err erro
 	return devs, true, nil
 }
 
-func readTrim(file string) string {
+func encReadTrim(file string) string {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return ""
@@ -332,7 +332,7 @@ func (p encryptionProbe) Run(ctx context.Context, env *Env) ([]api.Finding, erro
 	if len(missing) > 0 {
 		mismatch(fmt.Sprintf("%d data volume(s) ADE encrypted are not unlocked", len(missing)),
 			fmt.Sprintf("ADE records these encrypted data volumes, but no dm-crypt mapping of that name is open: %s. Open dm-crypt mappings: %s.",
-				strings.Join(missing, "; "), orNone(cryptNames)),
+				strings.Join(missing, "; "), encListOrNone(cryptNames)),
 			"After a boot ADE's volumes unlock with the key on the BEK volume (mounted at /mnt/azure_bek_disk), which can take more than a minute. "+
 				"If they stay locked, check that the BEK VOLUME disk is attached and mounted and that the disks are present (lsblk); "+
 				"a volume decrypted or detached outside ADE leaves ADE's records stale.",
@@ -347,7 +347,7 @@ func (p encryptionProbe) Run(ctx context.Context, env *Env) ([]api.Finding, erro
 		if len(dataOpen) == 0 {
 			mismatch("ADE says data volumes are encrypted, but none is open",
 				fmt.Sprintf("ADE's last status (%s) says the data volumes are Encrypted, but no dm-crypt mapping other than osencrypt/resourceencrypt is open "+
-					"and neither /etc/crypttab nor %s/azure_crypt_mount lists any. Open dm-crypt mappings: %s.", statusFile, adeConfigDir, orNone(cryptNames)),
+					"and neither /etc/crypttab nor %s/azure_crypt_mount lists any. Open dm-crypt mappings: %s.", statusFile, adeConfigDir, encListOrNone(cryptNames)),
 				"If data disks were decrypted or detached outside ADE, align ADE with 'az vm encryption disable --volume-type DATA' "+
 					"(Disable-AzVMDiskEncryption) instead of low-level commands; otherwise check lsblk and the BEK volume.",
 				api.SeverityMedium, false, [][]string{lsblk}, related())
@@ -356,7 +356,7 @@ func (p encryptionProbe) Run(ctx context.Context, env *Env) ([]api.Finding, erro
 	return stampProbe(p.Name(), out), nil
 }
 
-func orNone(s []string) string {
+func encListOrNone(s []string) string {
 	if len(s) == 0 {
 		return "none"
 	}

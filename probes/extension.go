@@ -39,7 +39,7 @@ func (p extensionProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error
 	out = append(out, extDeprecated(dirs)...)
 
 	latest := latestHandlerDirs(dirs)
-	procs, err := listProcesses(env.Root)
+	procs, err := waListProcesses(env.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +181,7 @@ func extOperationOf(cmdline string, cmds map[string]string) string {
 }
 
 // extConcurrent reports one handler whose status is transitioning or whose commands run.
-func extConcurrent(root hostroot.Root, d extHandlerDir, procs []procEntry, now time.Time) []api.Finding {
+func extConcurrent(root hostroot.Root, d extHandlerDir, procs []waProc, now time.Time) []api.Finding {
 	var reasons []string
 	var cmds [][]string
 	related := []api.Related{{Kind: "path", ID: d.Dir}}
@@ -202,7 +202,7 @@ func extConcurrent(root hostroot.Root, d extHandlerDir, procs []procEntry, now t
 		}
 		if ts, err := time.Parse(time.RFC3339, st.Timestamp); err == nil {
 			age := now.Sub(ts)
-			r += fmt.Sprintf(", written %s (%s ago)", st.Timestamp, humanAge(age))
+			r += fmt.Sprintf(", written %s (%s ago)", st.Timestamp, extHumanAge(age))
 			if age > extStuckAfter {
 				r += "; that is long for an operation, so it may be stuck"
 			}
@@ -271,7 +271,7 @@ func extConcurrent(root hostroot.Root, d extHandlerDir, procs []procEntry, now t
 // extProcessOf reports whether a process belongs to a handler directory: its working
 // directory or one of its arguments is inside it (the agent starts handler commands with
 // the handler directory as working directory).
-func extProcessOf(pr procEntry, dir string) bool {
+func extProcessOf(pr waProc, dir string) bool {
 	if pr.Cwd != "" && underDir(strings.TrimSuffix(pr.Cwd, " (deleted)"), dir) {
 		return true
 	}
@@ -289,8 +289,8 @@ func extProcessOf(pr procEntry, dir string) bool {
 	return false
 }
 
-// humanAge renders a duration the way people read ages: 45s, 12m, 5h, 3d.
-func humanAge(d time.Duration) string {
+// extHumanAge renders a duration the way people read ages: 45s, 12m, 5h, 3d.
+func extHumanAge(d time.Duration) string {
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%ds", int(d.Seconds()))

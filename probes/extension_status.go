@@ -250,18 +250,18 @@ func readLatestStatus(root hostroot.Root, dir string) (*extStatus, error) {
 	return st, nil
 }
 
-// procEntry is what the waagent-family probes need of a process.
-type procEntry struct {
+// waProc is what the waagent-family probes need of a process.
+type waProc struct {
 	PID     int
 	Argv    []string
 	Cmdline string // argv joined by spaces
 	Cwd     string // readlink of cwd, "" if unreadable
 }
 
-// listProcesses reads every process's cmdline and cwd through the root. Kernel threads
+// waListProcesses reads every process's cmdline and cwd through the root. Kernel threads
 // (empty cmdline) are skipped; processes that vanish or cannot be read are skipped, as
 // these probes only look for positive evidence. A root without procfs has no processes.
-func listProcesses(root hostroot.Root) ([]procEntry, error) {
+func waListProcesses(root hostroot.Root) ([]waProc, error) {
 	entries, err := os.ReadDir(root.Proc())
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -269,7 +269,7 @@ func listProcesses(root hostroot.Root) ([]procEntry, error) {
 		}
 		return nil, fmt.Errorf("read %s: %w", root.Proc(), err)
 	}
-	var out []procEntry
+	var out []waProc
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid <= 0 {
@@ -285,7 +285,7 @@ func listProcesses(root hostroot.Root) ([]procEntry, error) {
 		}
 		argv := strings.Split(string(raw), "\x00")
 		cwd, _ := os.Readlink(root.PID(pid, "cwd"))
-		out = append(out, procEntry{PID: pid, Argv: argv, Cmdline: strings.Join(argv, " "), Cwd: cwd})
+		out = append(out, waProc{PID: pid, Argv: argv, Cmdline: strings.Join(argv, " "), Cwd: cwd})
 	}
 	return out, nil
 }

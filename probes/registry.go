@@ -9,6 +9,7 @@ var registry = []Probe{
 	kernelProbe{},
 	memoryProbe{},
 	mountsProbe{},
+	networkProbe{},
 	oldrootProbe{},
 	osDriveProbe{},
 	selinuxProbe{},

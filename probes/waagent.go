@@ -179,7 +179,7 @@ func inspectWAAgent(ctx context.Context, root hostroot.Root) (*waState, error) {
 		if st.Installed != nil {
 			break
 		}
-		for _, file := range globInRoot(root, pat+"/azurelinuxagent/common/version.py") {
+		for _, file := range waGlob(root, pat+"/azurelinuxagent/common/version.py") {
 			data, err := root.ReadFile(file)
 			if err != nil {
 				st.Unreadable = append(st.Unreadable, fmt.Sprintf("%s (%v)", file, err))
@@ -193,7 +193,7 @@ func inspectWAAgent(ctx context.Context, root hostroot.Root) (*waState, error) {
 			}
 			st.Unreadable = append(st.Unreadable, file+" (no AGENT_VERSION)")
 		}
-		for _, d := range globInRoot(root, pat+"/WALinuxAgent-*.egg-info") {
+		for _, d := range waGlob(root, pat+"/WALinuxAgent-*.egg-info") {
 			if st.Installed != nil {
 				break
 			}
@@ -210,7 +210,7 @@ func inspectWAAgent(ctx context.Context, root hostroot.Root) (*waState, error) {
 	}
 	if st.Installed == nil && st.Script != "" {
 		// The 2.0 agent is one script carrying its version.
-		if data, err := readHead(root.Path(st.Script), 4<<20); err == nil {
+		if data, err := waReadHead(root.Path(st.Script), 4<<20); err == nil {
 			if m := waGuestAgentVersionRe.FindSubmatch(data); m != nil {
 				if v, ok := parseWAVersion(string(m[1])); ok {
 					st.Installed = &waSource{v, st.Script}
@@ -259,7 +259,7 @@ func inspectWAAgent(ctx context.Context, root hostroot.Root) (*waState, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	procs, err := listProcesses(root)
+	procs, err := waListProcesses(root)
 	if err != nil {
 		return nil, err
 	}
@@ -562,13 +562,13 @@ func pkgFamily(d Distro) string {
 	return ""
 }
 
-// globInRoot expands a host-path glob pattern under the root and returns host paths.
-func globInRoot(root hostroot.Root, pattern string) []string {
+// waGlob expands a host-path glob pattern under the root and returns host paths.
+func waGlob(root hostroot.Root, pattern string) []string {
 	dir := root.Dir()
 	if root.IsHost() {
 		dir = ""
 	}
-	matches, _ := filepath.Glob(escapeGlob(dir) + pattern)
+	matches, _ := filepath.Glob(waEscapeGlob(dir) + pattern)
 	sort.Strings(matches)
 	out := make([]string, 0, len(matches))
 	for _, m := range matches {
@@ -577,7 +577,7 @@ func globInRoot(root hostroot.Root, pattern string) []string {
 	return out
 }
 
-func escapeGlob(s string) string {
+func waEscapeGlob(s string) string {
 	var b strings.Builder
 	for _, c := range s {
 		if strings.ContainsRune(`*?[\`, c) {
@@ -588,8 +588,8 @@ func escapeGlob(s string) string {
 	return b.String()
 }
 
-// readHead reads at most limit bytes of a file.
-func readHead(file string, limit int64) ([]byte, error) {
+// waReadHead reads at most limit bytes of a file.
+func waReadHead(file string, limit int64) ([]byte, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
