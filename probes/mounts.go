@@ -30,8 +30,8 @@ type mountsProbe struct{}
 
 func (mountsProbe) Name() string { return "mounts" }
 
-// pseudoFS are filesystem types that are never data drives.
-var pseudoFS = map[string]bool{
+// mntPseudoFS are filesystem types that are never data drives.
+var mntPseudoFS = map[string]bool{
 	"proc": true, "sysfs": true, "cgroup": true, "cgroup2": true, "tmpfs": true, "devtmpfs": true,
 	"devpts": true, "overlay": true, "aufs": true, "squashfs": true, "mqueue": true, "hugetlbfs": true,
 	"debugfs": true, "tracefs": true, "securityfs": true, "pstore": true, "bpf": true, "configfs": true,
@@ -41,22 +41,22 @@ var pseudoFS = map[string]bool{
 	"virtiofs": true,
 }
 
-// osFolders are the trees ADE's stripdown copies into RAM, plus /boot: a data drive mounted
+// mntOsFolders are the trees ADE's stripdown copies into RAM, plus /boot: a data drive mounted
 // on one of them is "a data drive mounted on top of an OS folder" (unsupported).
-var osFolders = []string{"/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/root", "/sbin", "/usr", "/var"}
+var mntOsFolders = []string{"/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/root", "/sbin", "/usr", "/var"}
 
-// topLevelReserved are names a moved data drive must not take.
-var topLevelReserved = map[string]bool{
+// mntTopLevelReserved are names a moved data drive must not take.
+var mntTopLevelReserved = map[string]bool{
 	"bin": true, "boot": true, "dev": true, "etc": true, "home": true, "lib": true, "lib32": true,
 	"lib64": true, "libx32": true, "lost+found": true, "media": true, "mnt": true, "opt": true,
 	"proc": true, "root": true, "run": true, "sbin": true, "snap": true, "srv": true, "sys": true,
 	"tmp": true, "usr": true, "var": true, "oldroot": true,
 }
 
-// bekMount is where ADE mounts its key volume (BEK VOLUME); it belongs there.
-const bekMount = "/mnt/azure_bek_disk"
+// mntBekMount is where ADE mounts its key volume (BEK VOLUME); it belongs there.
+const mntBekMount = "/mnt/azure_bek_disk"
 
-type mountIssue struct {
+type mntMountIssue struct {
 	Kind   string // "nested", "under-mnt", "os-folder"
 	Child  unmount.Mount
 	Parent string // the mount point it sits in ("/mnt" for under-mnt, the OS folder)
@@ -78,20 +78,20 @@ func (mountsProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error) {
 	} else {
 		return nil, fmt.Errorf("mounts: %w", err)
 	}
-	resource := resourceDiskMount(env)
-	drives := dataDrives(mounts, osDevs, resource)
-	issues := findMountIssues(drives, resource)
+	resource := mntResourceDiskMount(env)
+	drives := mntDataDrives(mounts, osDevs, resource)
+	issues := mntFindMountIssues(drives, resource)
 	if len(issues) == 0 {
 		return nil, nil
 	}
-	fstab, fstabErr := readFstab(env)
-	return []api.Finding{mountsFinding(resource, issues, drives, fstab, fstabErr)}, nil
+	fstab, fstabErr := mntReadFstab(env)
+	return []api.Finding{mntMountsFinding(resource, issues, drives, fstab, fstabErr)}, nil
 }
 
-// resourceDiskMount is the Azure resource disk's mount point: waagent.conf's
+// mntResourceDiskMount is the Azure resource disk's mount point: waagent.conf's
 // ResourceDisk.MountPoint when set, else /mnt (Ubuntu's default; RHEL images use
 // /mnt/resource, which is under /mnt either way).
-func resourceDiskMount(env *Env) string {
+func mntResourceDiskMount(env *Env) string {
 	data, err := env.Root.ReadFile("/etc/waagent.conf")
 	if err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(data))
@@ -107,17 +107,17 @@ func resourceDiskMount(env *Env) string {
 	return "/mnt"
 }
 
-// dataDrives returns the mounts that are data drives (and the resource disk), one per
+// mntDataDrives returns the mounts that are data drives (and the resource disk), one per
 // filesystem, sorted by mount point.
-func dataDrives(mounts []unmount.Mount, osDevs map[unmount.Dev]bool, resource string) []unmount.Mount {
+func mntDataDrives(mounts []unmount.Mount, osDevs map[unmount.Dev]bool, resource string) []unmount.Mount {
 	seen := map[unmount.Dev]bool{}
 	var out []unmount.Mount
 	for _, m := range mounts {
 		mp := m.MountPoint
 		switch {
-		case mp == "/" || mp == "/boot" || mp == "/boot/efi" || mp == bekMount:
+		case mp == "/" || mp == "/boot" || mp == "/boot/efi" || mp == mntBekMount:
 			continue
-		case pseudoFS[m.FSType] || strings.HasPrefix(m.FSType, "fuse"):
+		case mntPseudoFS[m.FSType] || strings.HasPrefix(m.FSType, "fuse"):
 			continue
 		case !strings.HasPrefix(m.Source, "/dev/") || strings.HasPrefix(m.Source, "/dev/loop"):
 			continue
@@ -135,30 +135,30 @@ func dataDrives(mounts []unmount.Mount, osDevs map[unmount.Dev]bool, resource st
 	return out
 }
 
-func within(p, dir string) bool {
+func mntWithin(p, dir string) bool {
 	return dir != "/" && strings.HasPrefix(p, dir+"/")
 }
 
-// findMountIssues finds data drives inside another drive, under /mnt, or on an OS folder.
+// mntFindMountIssues finds data drives inside another drive, under /mnt, or on an OS folder.
 // Each drive is reported once, against its innermost parent.
-func findMountIssues(drives []unmount.Mount, resource string) []mountIssue {
-	var issues []mountIssue
+func mntFindMountIssues(drives []unmount.Mount, resource string) []mntMountIssue {
+	var issues []mntMountIssue
 	for _, c := range drives {
 		parent := ""
 		for _, p := range drives {
-			if within(c.MountPoint, p.MountPoint) && len(p.MountPoint) > len(parent) {
+			if mntWithin(c.MountPoint, p.MountPoint) && len(p.MountPoint) > len(parent) {
 				parent = p.MountPoint
 			}
 		}
 		switch {
 		case parent != "":
-			issues = append(issues, mountIssue{Kind: "nested", Child: c, Parent: parent})
-		case within(c.MountPoint, "/mnt") && c.MountPoint != resource:
-			issues = append(issues, mountIssue{Kind: "under-mnt", Child: c, Parent: "/mnt"})
+			issues = append(issues, mntMountIssue{Kind: "nested", Child: c, Parent: parent})
+		case mntWithin(c.MountPoint, "/mnt") && c.MountPoint != resource:
+			issues = append(issues, mntMountIssue{Kind: "under-mnt", Child: c, Parent: "/mnt"})
 		default:
-			for _, dir := range osFolders {
-				if c.MountPoint == dir || within(c.MountPoint, dir) {
-					issues = append(issues, mountIssue{Kind: "os-folder", Child: c, Parent: dir})
+			for _, dir := range mntOsFolders {
+				if c.MountPoint == dir || mntWithin(c.MountPoint, dir) {
+					issues = append(issues, mntMountIssue{Kind: "os-folder", Child: c, Parent: dir})
 					break
 				}
 			}
@@ -167,20 +167,20 @@ func findMountIssues(drives []unmount.Mount, resource string) []mountIssue {
 	return issues
 }
 
-// fstabEntry is one line of /etc/fstab.
-type fstabEntry struct {
+// mntFstabEntry is one line of /etc/fstab.
+type mntFstabEntry struct {
 	Line       int
 	Text       string
 	Spec       string
 	MountPoint string
 }
 
-func readFstab(env *Env) ([]fstabEntry, error) {
+func mntReadFstab(env *Env) ([]mntFstabEntry, error) {
 	data, err := env.Root.ReadFile("/etc/fstab")
 	if err != nil {
 		return nil, err
 	}
-	var out []fstabEntry
+	var out []mntFstabEntry
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	n := 0
 	for sc.Scan() {
@@ -190,7 +190,7 @@ func readFstab(env *Env) ([]fstabEntry, error) {
 		if len(fields) < 2 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
-		out = append(out, fstabEntry{Line: n, Text: text, Spec: fields[0], MountPoint: unmount.Unescape(fields[1])})
+		out = append(out, mntFstabEntry{Line: n, Text: text, Spec: fields[0], MountPoint: unmount.Unescape(fields[1])})
 	}
 	if err := sc.Err(); err != nil {
 		return out, fmt.Errorf("read /etc/fstab: %w", err)
@@ -198,7 +198,7 @@ func readFstab(env *Env) ([]fstabEntry, error) {
 	return out, nil
 }
 
-func mountsFinding(resource string, issues []mountIssue, drives []unmount.Mount, fstab []fstabEntry, fstabErr error) api.Finding {
+func mntMountsFinding(resource string, issues []mntMountIssue, drives []unmount.Mount, fstab []mntFstabEntry, fstabErr error) api.Finding {
 	f := api.Finding{Key: "mounts.nested", Probe: "mounts"}
 	taken := map[string]bool{}
 	for _, d := range drives {
@@ -219,7 +219,7 @@ func mountsFinding(resource string, issues []mountIssue, drives []unmount.Mount,
 		switch is.Kind {
 		case "os-folder":
 			lines = append(lines, fmt.Sprintf("%s (%s, %s) is mounted on the OS folder %s", c.MountPoint, c.Source, c.FSType, is.Parent))
-			hints = append(hints, fmt.Sprintf("Mount %s at a top-level path (e.g. /%s) and point its users there; Microsoft does not support a data drive on top of an OS folder", c.Source, suggestName(c.MountPoint, taken)))
+			hints = append(hints, fmt.Sprintf("Mount %s at a top-level path (e.g. /%s) and point its users there; Microsoft does not support a data drive on top of an OS folder", c.Source, mntSuggestName(c.MountPoint, taken)))
 			continue
 		case "nested":
 			what := "inside the data drive " + is.Parent
@@ -231,10 +231,10 @@ func mountsFinding(resource string, issues []mountIssue, drives []unmount.Mount,
 			lines = append(lines, fmt.Sprintf("%s (%s, %s) is mounted under /mnt, which ADE unmounts recursively with the resource disk", c.MountPoint, c.Source, c.FSType))
 		}
 		blocking = true
-		newMP := "/" + suggestName(c.MountPoint, taken)
+		newMP := "/" + mntSuggestName(c.MountPoint, taken)
 		taken[newMP] = true
 		cmds = append(cmds, []string{"umount", c.MountPoint})
-		entry, found := fstabFor(fstab, c.MountPoint)
+		entry, found := mntFstabFor(fstab, c.MountPoint)
 		if found && !strings.ContainsAny(c.MountPoint+newMP, "#\\ \t") {
 			cmds = append(cmds,
 				[]string{"sed", "-i", "-E", fmt.Sprintf(`%ds#^(\S+\s+)%s(\s)#\1%s\2#`, entry.Line, regexp.QuoteMeta(c.MountPoint), newMP), "/etc/fstab"},
@@ -255,7 +255,7 @@ func mountsFinding(resource string, issues []mountIssue, drives []unmount.Mount,
 			}
 		}
 	}
-	f.Related = uniqueRelated(f.Related)
+	f.Related = mntUniqueRelated(f.Related)
 	f.Summary = strings.Join(lines, "; ") + "."
 	switch {
 	case blocking:
@@ -274,13 +274,13 @@ func mountsFinding(resource string, issues []mountIssue, drives []unmount.Mount,
 	return f
 }
 
-// suggestName proposes a free top-level name for a drive now mounted at mp.
-func suggestName(mp string, taken map[string]bool) string {
+// mntSuggestName proposes a free top-level name for a drive now mounted at mp.
+func mntSuggestName(mp string, taken map[string]bool) string {
 	base := strings.Trim(path.Base(path.Clean(mp)), ".")
 	if base == "" || base == "/" {
 		base = "data"
 	}
-	if topLevelReserved[base] {
+	if mntTopLevelReserved[base] {
 		base = "data-" + base
 	}
 	name := base
@@ -290,16 +290,16 @@ func suggestName(mp string, taken map[string]bool) string {
 	return name
 }
 
-func fstabFor(entries []fstabEntry, mp string) (fstabEntry, bool) {
+func mntFstabFor(entries []mntFstabEntry, mp string) (mntFstabEntry, bool) {
 	for _, e := range entries {
 		if path.Clean(e.MountPoint) == mp {
 			return e, true
 		}
 	}
-	return fstabEntry{}, false
+	return mntFstabEntry{}, false
 }
 
-func uniqueRelated(rs []api.Related) []api.Related {
+func mntUniqueRelated(rs []api.Related) []api.Related {
 	seen := map[api.Related]bool{}
 	var out []api.Related
 	for _, r := range rs {

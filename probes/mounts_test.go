@@ -69,15 +69,15 @@ func TestSuggestName(t *testing.T) {
 		"/mnt/var":     "data-var",
 		"/x/.":         "x",
 	} {
-		if got := suggestName(mp, taken); got != want {
-			t.Errorf("suggestName(%q) = %q, want %q", mp, got, want)
+		if got := mntSuggestName(mp, taken); got != want {
+			t.Errorf("mntSuggestName(%q) = %q, want %q", mp, got, want)
 		}
 	}
 }
 
 func TestFindMountIssuesInnermostParent(t *testing.T) {
 	m := func(mp string) unmount.Mount { return unmount.Mount{MountPoint: mp, Source: "/dev/x", Root: "/"} }
-	issues := findMountIssues([]unmount.Mount{m("/a"), m("/a/b"), m("/a/b/c"), m("/ab")}, "/mnt")
+	issues := mntFindMountIssues([]unmount.Mount{m("/a"), m("/a/b"), m("/a/b/c"), m("/ab")}, "/mnt")
 	got := map[string]string{}
 	for _, is := range issues {
 		got[is.Child.MountPoint] = is.Kind + " " + is.Parent

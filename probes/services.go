@@ -31,34 +31,34 @@ type servicesProbe struct {
 
 func (servicesProbe) Name() string { return "services" }
 
-// maxPIDs bounds the pids named per unit or family (PostgreSQL runs one per connection).
-const maxPIDs = 8
+// svcMaxPIDs bounds the pids named per unit or family (PostgreSQL runs one per connection).
+const svcMaxPIDs = 8
 
-// runningStates are systemd ActiveStates in which a unit's processes may run.
-var runningStates = map[string]bool{
+// svcRunningStates are systemd ActiveStates in which a unit's processes may run.
+var svcRunningStates = map[string]bool{
 	"active": true, "activating": true, "deactivating": true, "reloading": true, "refreshing": true,
 }
 
-// activeUnit is a running unit of a family.
-type activeUnit struct {
+// svcActiveUnit is a running unit of a family.
+type svcActiveUnit struct {
 	Name, Active, Sub string
 	PIDs              []int
 }
 
-// procHit is a catalog process.
-type procHit struct {
+// svcProcHit is a catalog process.
+type svcProcHit struct {
 	PID       int
 	Comm      string
 	Unit      string // systemd unit from its cgroup ("" if none)
 	Container bool   // runs inside a container (docker-….scope, /kubepods, …)
 }
 
-// familyHit is everything running of one family.
-type familyHit struct {
+// svcFamilyHit is everything running of one family.
+type svcFamilyHit struct {
 	Family       catalog.Family
-	Units        []activeUnit
+	Units        []svcActiveUnit
 	Reactivators []string
-	Others       []procHit // processes outside the units listed (or every one, without systemd)
+	Others       []svcProcHit // processes outside the units listed (or every one, without systemd)
 }
 
 func (p servicesProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error) {
@@ -71,9 +71,9 @@ func (p servicesProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error)
 	}
 	distro := catalog.DistroFamily(env.Distro.ID, env.Distro.IDLike)
 	heavy := cat.Heavy()
-	hits := make([]*familyHit, len(heavy))
+	hits := make([]*svcFamilyHit, len(heavy))
 	for i, f := range heavy {
-		hits[i] = &familyHit{Family: f}
+		hits[i] = &svcFamilyHit{Family: f}
 	}
 
 	var sources []string
@@ -87,7 +87,7 @@ func (p servicesProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error)
 			sources = append(sources, "systemd")
 		}
 	}
-	procs, procErr := scanCatalogProcs(ctx, env.Root, heavy)
+	procs, procErr := svcScanCatalogProcs(ctx, env.Root, heavy)
 	switch {
 	case procErr != nil && !fromSystemd:
 		if sysErr != nil {
@@ -96,10 +96,10 @@ func (p servicesProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error)
 		return nil, fmt.Errorf("heavy services: no systemd to ask and %w", procErr)
 	case procErr == nil:
 		sources = append(sources, "/proc")
-		attachProcs(hits, procs)
+		svcAttachProcs(hits, procs)
 	}
 
-	var active []*familyHit
+	var active []*svcFamilyHit
 	for _, h := range hits {
 		if len(h.Units) > 0 || len(h.Others) > 0 {
 			active = append(active, h)
@@ -112,7 +112,7 @@ func (p servicesProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error)
 		// Without systemd, the units come from the processes' cgroups and the
 		// reactivators from the catalog (stopping an inactive socket is harmless).
 		for _, h := range active {
-			h.Reactivators = exactNames(h.Family.Reactivators)
+			h.Reactivators = svcExactNames(h.Family.Reactivators)
 		}
 	}
 	source := strings.Join(sources, " and ")
@@ -122,11 +122,11 @@ func (p servicesProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error)
 	case env.Units == nil:
 		source += " (systemd not asked: not the running host, or systemd is not PID 1)"
 	}
-	return []api.Finding{servicesFinding(env, active, source)}, nil
+	return []api.Finding{svcServicesFinding(env, active, source)}, nil
 }
 
 // askSystemd fills hits with the running units and reactivators systemd reports.
-func (p servicesProbe) askSystemd(ctx context.Context, units Units, cat *catalog.Catalog, distro string, hits []*familyHit) error {
+func (p servicesProbe) askSystemd(ctx context.Context, units Units, cat *catalog.Catalog, distro string, hits []*svcFamilyHit) error {
 	var patterns []string
 	seen := map[string]bool{}
 	for _, h := range hits {
@@ -145,20 +145,20 @@ func (p servicesProbe) askSystemd(ctx context.Context, units Units, cat *catalog
 		return err
 	}
 	for _, u := range states {
-		if !runningStates[u.ActiveState] || cat.IsNeverStop(u.Name) {
+		if !svcRunningStates[u.ActiveState] || cat.IsNeverStop(u.Name) {
 			continue
 		}
 		for _, h := range hits {
 			f := h.Family
 			if f.MatchReactivator(u.Name) {
-				h.Reactivators = appendUnique(h.Reactivators, u.Name)
+				h.Reactivators = svcAppendUnique(h.Reactivators, u.Name)
 				break
 			}
 			if f.MatchUnit(distro, u.Name) {
 				if f.IsUmbrella(u.Name) && u.SubState == "exited" {
 					break // a oneshot wrapper; its instances are listed on their own
 				}
-				au := activeUnit{Name: u.Name, Active: u.ActiveState, Sub: u.SubState}
+				au := svcActiveUnit{Name: u.Name, Active: u.ActiveState, Sub: u.SubState}
 				if u.MainPID > 0 {
 					au.PIDs = []int{u.MainPID}
 				}
@@ -170,15 +170,15 @@ func (p servicesProbe) askSystemd(ctx context.Context, units Units, cat *catalog
 	return nil
 }
 
-// attachProcs adds each catalog process to its family: to the unit it runs in when that
+// svcAttachProcs adds each catalog process to its family: to the unit it runs in when that
 // unit is already listed, otherwise as a process of its own.
-func attachProcs(hits []*familyHit, procs map[string][]procHit) {
+func svcAttachProcs(hits []*svcFamilyHit, procs map[string][]svcProcHit) {
 	for _, h := range hits {
 		for _, pr := range procs[h.Family.Name] {
 			placed := false
 			for i := range h.Units {
 				if h.Units[i].Name == pr.Unit {
-					if !containsInt(h.Units[i].PIDs, pr.PID) && len(h.Units[i].PIDs) < maxPIDs {
+					if !svcContainsInt(h.Units[i].PIDs, pr.PID) && len(h.Units[i].PIDs) < svcMaxPIDs {
 						h.Units[i].PIDs = append(h.Units[i].PIDs, pr.PID)
 					}
 					placed = true
@@ -192,13 +192,13 @@ func attachProcs(hits []*familyHit, procs map[string][]procHit) {
 	}
 }
 
-// scanCatalogProcs walks /proc and returns the catalog processes by family name.
-func scanCatalogProcs(ctx context.Context, root hostroot.Root, families []catalog.Family) (map[string][]procHit, error) {
+// svcScanCatalogProcs walks /proc and returns the catalog processes by family name.
+func svcScanCatalogProcs(ctx context.Context, root hostroot.Root, families []catalog.Family) (map[string][]svcProcHit, error) {
 	entries, err := os.ReadDir(root.Proc())
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	out := map[string][]procHit{}
+	out := map[string][]svcProcHit{}
 	for i, e := range entries {
 		if i%256 == 0 && ctx.Err() != nil {
 			return nil, fmt.Errorf("list processes: %w", ctx.Err())
@@ -207,7 +207,7 @@ func scanCatalogProcs(ctx context.Context, root hostroot.Root, families []catalo
 		if err != nil || pid <= 0 {
 			continue
 		}
-		comm := readProcLine(root.PID(pid, "comm"))
+		comm := svcReadProcLine(root.PID(pid, "comm"))
 		exe := ""
 		if target, err := os.Readlink(root.PID(pid, "exe")); err == nil {
 			exe = filepath.Base(strings.TrimSuffix(target, " (deleted)"))
@@ -222,16 +222,16 @@ func scanCatalogProcs(ctx context.Context, root hostroot.Root, families []catalo
 				continue
 			}
 			if len(f.Processes.Cmdline) > 0 && !argvRead {
-				argv, argvRead = readCmdline(root.PID(pid, "cmdline")), true
+				argv, argvRead = svcReadCmdline(root.PID(pid, "cmdline")), true
 			}
 			if !f.MatchProcess(comm, exe, argv) {
 				continue
 			}
-			unit, container := unitOfPID(root, pid)
+			unit, container := svcUnitOfPID(root, pid)
 			if comm == "" {
 				comm = exe
 			}
-			out[f.Name] = append(out[f.Name], procHit{PID: pid, Comm: comm, Unit: unit, Container: container})
+			out[f.Name] = append(out[f.Name], svcProcHit{PID: pid, Comm: comm, Unit: unit, Container: container})
 			break
 		}
 	}
@@ -241,9 +241,9 @@ func scanCatalogProcs(ctx context.Context, root hostroot.Root, families []catalo
 	return out, nil
 }
 
-// unitOfPID reads the systemd unit a process runs in from its cgroup (v2 "0::" line, or
+// svcUnitOfPID reads the systemd unit a process runs in from its cgroup (v2 "0::" line, or
 // the v1 name=systemd hierarchy), and whether that cgroup is a container's.
-func unitOfPID(root hostroot.Root, pid int) (unit string, container bool) {
+func svcUnitOfPID(root hostroot.Root, pid int) (unit string, container bool) {
 	data, err := os.ReadFile(root.PID(pid, "cgroup"))
 	if err != nil {
 		return "", false
@@ -262,11 +262,11 @@ func unitOfPID(root hostroot.Root, pid int) (unit string, container bool) {
 			path = parts[2]
 		}
 	}
-	return cgroupUnit(path)
+	return svcCgroupUnit(path)
 }
 
-// cgroupUnit picks the innermost .service or .scope of a cgroup path.
-func cgroupUnit(path string) (unit string, container bool) {
+// svcCgroupUnit picks the innermost .service or .scope of a cgroup path.
+func svcCgroupUnit(path string) (unit string, container bool) {
 	elems := strings.Split(path, "/")
 	for i := len(elems) - 1; i >= 0; i-- {
 		e := elems[i]
@@ -284,8 +284,8 @@ func cgroupUnit(path string) (unit string, container bool) {
 	return unit, container
 }
 
-// servicesFinding builds the one services.heavy-active finding for what runs.
-func servicesFinding(env *Env, active []*familyHit, source string) api.Finding {
+// svcServicesFinding builds the one services.heavy-active finding for what runs.
+func svcServicesFinding(env *Env, active []*svcFamilyHit, source string) api.Finding {
 	f := api.Finding{Key: "services.heavy-active", Probe: "services"}
 	var titles, lines, notes []string
 	var stopCmds [][]string
@@ -306,7 +306,7 @@ func servicesFinding(env *Env, active []*familyHit, source string) api.Finding {
 			rel("unit", r)
 		}
 		for _, u := range h.Units {
-			parts = append(parts, fmt.Sprintf("%s (%s/%s%s)", u.Name, u.Active, u.Sub, pidList(u.PIDs)))
+			parts = append(parts, fmt.Sprintf("%s (%s/%s%s)", u.Name, u.Active, u.Sub, svcPidList(u.PIDs)))
 			stop = append(stop, u.Name)
 			rel("unit", u.Name)
 			for _, pid := range u.PIDs {
@@ -314,7 +314,7 @@ func servicesFinding(env *Env, active []*familyHit, source string) api.Finding {
 			}
 		}
 		// Processes outside the listed units, grouped by the unit they run in.
-		byUnit := map[string][]procHit{}
+		byUnit := map[string][]svcProcHit{}
 		var order []string
 		for _, pr := range h.Others {
 			if _, ok := byUnit[pr.Unit]; !ok {
@@ -326,12 +326,12 @@ func servicesFinding(env *Env, active []*familyHit, source string) api.Finding {
 			prs := byUnit[unit]
 			var pids []int
 			for _, pr := range prs {
-				if len(pids) < maxPIDs {
+				if len(pids) < svcMaxPIDs {
 					pids = append(pids, pr.PID)
 					rel("pid", strconv.Itoa(pr.PID))
 				}
 			}
-			what := fmt.Sprintf("%s%s", prs[0].Comm, pidList(pids))
+			what := fmt.Sprintf("%s%s", prs[0].Comm, svcPidList(pids))
 			switch {
 			case prs[0].Container:
 				parts = append(parts, fmt.Sprintf("%s in container %s (stopping its container runtime stops it)", what, unit))
@@ -363,7 +363,7 @@ func servicesFinding(env *Env, active []*familyHit, source string) api.Finding {
 			notes = append(notes, fam.Title+": "+fam.Notes)
 		}
 		if len(stop) > 0 {
-			stopCmds = append(stopCmds, append([]string{"systemctl", "stop"}, uniqueStrings(stop)...))
+			stopCmds = append(stopCmds, append([]string{"systemctl", "stop"}, svcUniqueStrings(stop)...))
 		}
 	}
 	f.Title = "Heavy services are running: " + strings.Join(titles, ", ")
@@ -383,7 +383,7 @@ func servicesFinding(env *Env, active []*familyHit, source string) api.Finding {
 	switch env.Distro.Path {
 	case PathOnline:
 		f.Severity, f.Blocker = api.SeverityMedium, false
-		f.Summary = fmt.Sprintf("Running (source: %s): %s. On %s ADE re-encrypts the OS drive online after a reboot and unmounts nothing, so these do not block it; Microsoft still asks to stop and disable services writing to the data drives being encrypted, and ADE unmounts each data drive it encrypts.", source, running, distroLabel(env.Distro))
+		f.Summary = fmt.Sprintf("Running (source: %s): %s. On %s ADE re-encrypts the OS drive online after a reboot and unmounts nothing, so these do not block it; Microsoft still asks to stop and disable services writing to the data drives being encrypted, and ADE unmounts each data drive it encrypts.", source, running, svcDistroLabel(env.Distro))
 		f.Remediation.Hint = "Before encrypting data drives, stop the services that write to them, and list them in adeagent's configuration so that prepare stops and restore restarts them." + byHand + noteText
 		f.Remediation.Commands = stopCmds
 	case PathNone:
@@ -400,7 +400,7 @@ func servicesFinding(env *Env, active []*familyHit, source string) api.Finding {
 	return f
 }
 
-func distroLabel(d Distro) string {
+func svcDistroLabel(d Distro) string {
 	if d.PrettyName != "" {
 		return d.PrettyName
 	}
@@ -410,7 +410,7 @@ func distroLabel(d Distro) string {
 	return "this distribution"
 }
 
-func pidList(pids []int) string {
+func svcPidList(pids []int) string {
 	if len(pids) == 0 {
 		return ""
 	}
@@ -424,8 +424,8 @@ func pidList(pids []int) string {
 	return ", pids " + strings.Join(s, " ")
 }
 
-// exactNames drops globs from a list of unit names.
-func exactNames(names []string) []string {
+// svcExactNames drops globs from a list of unit names.
+func svcExactNames(names []string) []string {
 	var out []string
 	for _, n := range names {
 		if !strings.ContainsAny(n, "*?[") {
@@ -435,7 +435,7 @@ func exactNames(names []string) []string {
 	return out
 }
 
-func appendUnique(list []string, s string) []string {
+func svcAppendUnique(list []string, s string) []string {
 	for _, x := range list {
 		if x == s {
 			return list
@@ -444,15 +444,15 @@ func appendUnique(list []string, s string) []string {
 	return append(list, s)
 }
 
-func uniqueStrings(list []string) []string {
+func svcUniqueStrings(list []string) []string {
 	var out []string
 	for _, s := range list {
-		out = appendUnique(out, s)
+		out = svcAppendUnique(out, s)
 	}
 	return out
 }
 
-func containsInt(list []int, v int) bool {
+func svcContainsInt(list []int, v int) bool {
 	for _, x := range list {
 		if x == v {
 			return true
@@ -461,8 +461,8 @@ func containsInt(list []int, v int) bool {
 	return false
 }
 
-// readProcLine reads the first line of a small procfs file ("" when unreadable).
-func readProcLine(p string) string {
+// svcReadProcLine reads the first line of a small procfs file ("" when unreadable).
+func svcReadProcLine(p string) string {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return ""
@@ -471,8 +471,8 @@ func readProcLine(p string) string {
 	return strings.TrimSpace(string(line))
 }
 
-// readCmdline splits a NUL-separated command line.
-func readCmdline(p string) []string {
+// svcReadCmdline splits a NUL-separated command line.
+func svcReadCmdline(p string) []string {
 	b, err := os.ReadFile(p)
 	if err != nil || len(b) == 0 {
 		return nil

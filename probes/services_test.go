@@ -245,9 +245,9 @@ func TestCgroupUnit(t *testing.T) {
 		{"/system.slice/postgresql@14-main.service/x", "postgresql@14-main.service", false},
 		{"", "", false},
 	} {
-		unit, c := cgroupUnit(tc.path)
+		unit, c := svcCgroupUnit(tc.path)
 		if unit != tc.unit || c != tc.container {
-			t.Errorf("cgroupUnit(%q) = %q, %v; want %q, %v", tc.path, unit, c, tc.unit, tc.container)
+			t.Errorf("svcCgroupUnit(%q) = %q, %v; want %q, %v", tc.path, unit, c, tc.unit, tc.container)
 		}
 	}
 }
