@@ -106,7 +106,7 @@ func writeReport(w io.Writer, rep *api.Report, colour bool) {
 			continue
 		case api.ProbeError, api.ProbeTimeout, api.ProbePanic:
 			failed++
-			failedNames = append(failedNames, pr.Name+" ("+pr.Status+")")
+			failedNames = append(failedNames, pr.Name+": "+pr.Status)
 		}
 		run++
 	}
