@@ -7,6 +7,7 @@ var registry = []Probe{
 	encryptionProbe{},
 	extensionProbe{},
 	kernelProbe{},
+	lvmProbe{},
 	memoryProbe{},
 	mountsProbe{},
 	networkProbe{},
