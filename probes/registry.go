@@ -15,6 +15,7 @@ var registry = []Probe{
 	osDriveProbe{},
 	selinuxProbe{},
 	servicesProbe{},
+	toolsProbe{},
 	waagentProbe{},
 }
 
