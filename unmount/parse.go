@@ -227,15 +227,21 @@ func isContainerID(s string) bool {
 
 // OverlayLayers returns the directories an overlay mount uses, from its superblock options:
 // lowerdir (colon-separated), upperdir, workdir, and the lowerdir+/datadir+ forms of newer
-// kernels. Commas, colons and backslashes inside paths are backslash-escaped by the kernel
-// (and paths are octal-escaped as in all of mountinfo).
+// kernels.
+//
+// The kernel shows each value as the user gave it, octal-escaping ", \t\n\\"
+// (seq_show_option), so a comma never separates inside a value. Once that is undone,
+// lowerdir, upperdir and workdir carry overlayfs' own backslash escapes ("\:" for a colon
+// in a lowerdir path, "\," and "\\"), while lowerdir+ and datadir+ are literal paths
+// (ovl_mount_dir_noesc).
 func OverlayLayers(superOpts string) []string {
 	var layers []string
 	for _, opt := range splitEscaped(superOpts, ',') {
 		key, val, ok := strings.Cut(opt, "=")
-		if !ok {
+		if !ok || val == "" {
 			continue
 		}
+		val = Unescape(val)
 		switch key {
 		case "lowerdir":
 			for _, l := range splitEscaped(val, ':') {
@@ -243,10 +249,10 @@ func OverlayLayers(superOpts string) []string {
 					layers = append(layers, unescapeOverlay(l))
 				}
 			}
-		case "upperdir", "workdir", "lowerdir+", "datadir+":
-			if val != "" {
-				layers = append(layers, unescapeOverlay(val))
-			}
+		case "upperdir", "workdir":
+			layers = append(layers, unescapeOverlay(val))
+		case "lowerdir+", "datadir+":
+			layers = append(layers, val)
 		}
 	}
 	return layers
@@ -268,15 +274,19 @@ func splitEscaped(s string, sep byte) []string {
 	return append(out, s[start:])
 }
 
+// unescapeOverlay drops each backslash and keeps the byte after it, like the kernel's
+// ovl_unescape (a trailing backslash is dropped).
 func unescapeOverlay(s string) string {
-	s = Unescape(s)
 	if !strings.Contains(s, `\`) {
 		return s
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+1 < len(s) {
+		if s[i] == '\\' {
 			i++
+			if i == len(s) {
+				break
+			}
 		}
 		b.WriteByte(s[i])
 	}
