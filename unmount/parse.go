@@ -167,7 +167,11 @@ func ParseCgroup(data []byte) CgroupOwner {
 	for i := len(elems) - 1; i >= 0; i-- {
 		e := elems[i]
 		if o.Container == "" {
-			o.Container = containerOf(elems, i)
+			if o.Container = containerOf(elems, i); o.Container != "" {
+				// A unit below the container's cgroup is the container's own (systemd
+				// inside the container), not a unit of the host.
+				o.Unit = ""
+			}
 		}
 		if o.Unit == "" && (strings.HasSuffix(e, ".service") || strings.HasSuffix(e, ".scope")) {
 			o.Unit = e

@@ -192,6 +192,29 @@ func TestParseCgroup(t *testing.T) {
 	}
 }
 
+// A unit below a container's cgroup is the container's own systemd unit, not one of the
+// host: reporting it would point the operator (and quiesce) at a host unit of that name.
+// The owner is the container, and the unit is the host's scope around it, if any.
+func TestParseCgroupUnitInsideContainer(t *testing.T) {
+	const id = "3f2a9c0d5e7b41a6b2c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4"
+	tests := []struct{ name, in, unit, container string }{
+		{"systemd in a docker container", "0::/system.slice/docker-" + id + ".scope/system.slice/nginx.service\n",
+			"docker-" + id + ".scope", "docker:" + id},
+		{"systemd in an lxc container", "0::/lxc.payload.web01/system.slice/ssh.service\n", "", "lxc:web01"},
+		{"systemd in an nspawn machine", "0::/machine.slice/machine-web01.scope/payload/system.slice/cron.service\n",
+			"machine-web01.scope", "machine:web01"},
+		{"cgroupfs docker with systemd inside", "0::/docker/" + id + "/init.scope\n", "", "docker:" + id},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ParseCgroup([]byte(tt.in))
+			if got.Unit != tt.unit || got.Container != tt.container {
+				t.Errorf("got unit %q container %q, want %q %q", got.Unit, got.Container, tt.unit, tt.container)
+			}
+		})
+	}
+}
+
 func TestOverlayLayers(t *testing.T) {
 	tests := []struct {
 		name, opts string
