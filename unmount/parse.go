@@ -320,7 +320,7 @@ func ParseNFSExports(data []byte) []string {
 
 // ParseLoopBacking parses a loop device's sysfs backing_file ("/path" or "/path (deleted)").
 func ParseLoopBacking(s string) (path string, deleted bool) {
-	s = strings.TrimRight(s, "\n")
+	s = strings.TrimSuffix(s, "\n") // the kernel adds exactly one
 	if p, ok := strings.CutSuffix(s, " (deleted)"); ok {
 		return p, true
 	}

@@ -293,6 +293,8 @@ func TestParseLoopBacking(t *testing.T) {
 		{"/var/lib/images/old.img (deleted)\n", "/var/lib/images/old.img", true},
 		{"/srv/my disk.img\n", "/srv/my disk.img", false}, // sysfs does not escape
 		{"/srv/(deleted)\n", "/srv/(deleted)", false},
+		// The kernel appends exactly one newline; a name that ends in one keeps it.
+		{"/srv/nl\n\n", "/srv/nl\n", false},
 		{"", "", false},
 	}
 	for _, tt := range tests {
