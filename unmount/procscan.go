@@ -201,9 +201,6 @@ func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts
 		return a.TID < b.TID
 	})
 	sort.Slice(out.Incomplete, func(i, j int) bool { return out.Incomplete[i].PID < out.Incomplete[j].PID })
-	for i := range out.Holders {
-		s.attribute(&out.Holders[i])
-	}
 	return out, nil
 }
 
@@ -405,6 +402,7 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	}
 	if h.any() {
 		r.holders = append(r.holders, h.toHolder(api.KindProcess, pid, 0))
+		s.attribute(&r.holders[len(r.holders)-1]) // in the worker: attribution is parallel too
 	}
 
 	if err := statxAt(dirfd, &nameMntNS[0], &ws.stx); err == nil {
@@ -628,6 +626,7 @@ func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *worker
 		unix.Close(tdir)
 		if h.any() {
 			r.holders = append(r.holders, h.toHolder(api.KindThread, pid, tid))
+			s.attribute(&r.holders[len(r.holders)-1])
 		}
 	}
 }
