@@ -6,6 +6,7 @@ var registry = []Probe{
 	distroProbe{},
 	encryptionProbe{},
 	extensionProbe{},
+	fsProbe{},
 	kernelProbe{},
 	lvmProbe{},
 	memoryProbe{},
