@@ -12,8 +12,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/adeagent/adeagent/agent/api"
 )
@@ -180,99 +183,177 @@ func (t treeSizes) largest(n int) []pathSize {
 
 type inodeKey struct{ dev, ino uint64 }
 
+// walkWorkers is how many directories the tree walk reads at once.
+const walkWorkers = 4
+
 // measureTrees sums the allocated size (st_blocks) of the regular files `cp -ax` would copy
 // from each tree: symlinks are copied as links, hard links once, and the walk does not
 // cross into other filesystems. A tree that is itself a mount point is skipped (ADE
 // unmounts what it can first). The walk stops when ctx ends, with incomplete set.
 func measureTrees(ctx context.Context, env *Env, trees []string) treeSizes {
-	t := treeSizes{children: map[string]int64{}}
-	seen := map[inodeKey]bool{}
+	w := &treeWalker{t: treeSizes{children: map[string]int64{}}, seen: map[inodeKey]bool{}}
+	var jobs []walkJob
 	for _, tree := range trees {
 		full := env.Root.Path(tree)
 		st, err := lstat(full)
 		if err != nil || st.Mode&syscall.S_IFMT == syscall.S_IFLNK {
 			continue // absent, or a symlink (merged /usr): cp -a copies the link only
 		}
-		if st.Mode&syscall.S_IFMT == syscall.S_IFREG {
-			t.add(tree, st, seen)
-			continue
-		}
-		if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-			continue
-		}
-		if parent, err := lstat(filepath.Dir(full)); err == nil && parent.Dev != st.Dev {
-			t.skipped = append(t.skipped, tree)
-			continue
-		}
-		if err := t.walk(ctx, full, tree, uint64(st.Dev), seen, 0); err != nil {
-			t.incomplete = err
-			return t
+		switch st.Mode & syscall.S_IFMT {
+		case syscall.S_IFREG:
+			if links := hardLinks(st, tree); links != nil {
+				w.addDir(nil, 0, links)
+			} else {
+				w.addDir(map[string]int64{tree: int64(st.Blocks) * 512}, 1, nil)
+			}
+		case syscall.S_IFDIR:
+			if parent, err := lstat(filepath.Dir(full)); err == nil && parent.Dev != st.Dev {
+				w.t.skipped = append(w.t.skipped, tree)
+				continue
+			}
+			jobs = append(jobs, walkJob{dir: full, bucket: tree, dev: uint64(st.Dev), top: true})
 		}
 	}
-	return t
+	w.run(ctx, jobs)
+	return w.t
 }
 
-func (t *treeSizes) add(bucket string, st *syscall.Stat_t, seen map[inodeKey]bool) {
-	if st.Nlink > 1 {
-		k := inodeKey{uint64(st.Dev), uint64(st.Ino)}
-		if seen[k] {
-			return
-		}
-		seen[k] = true
+// walkJob is one directory to read. In a tree's top directory (top) every entry is its
+// own bucket (its host path); below, everything counts towards the job's bucket.
+type walkJob struct {
+	dir, bucket string
+	dev         uint64
+	top         bool
+}
+
+type hardLink struct {
+	key    inodeKey
+	bucket string
+	bytes  int64
+}
+
+// treeWalker reads directories in parallel and sums into t under mu.
+type treeWalker struct {
+	mu   sync.Mutex
+	t    treeSizes
+	seen map[inodeKey]bool
+	wg   sync.WaitGroup
+	jobs chan walkJob
+}
+
+func (w *treeWalker) run(ctx context.Context, initial []walkJob) {
+	w.jobs = make(chan walkJob, 4096)
+	w.wg.Add(len(initial))
+	for _, j := range initial {
+		w.jobs <- j // the buffer holds every tree
 	}
-	b := int64(st.Blocks) * 512
-	t.total += b
-	t.files++
-	t.children[bucket] += b
+	var workers sync.WaitGroup
+	for range walkWorkers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range w.jobs {
+				w.dir(ctx, j)
+			}
+		}()
+	}
+	w.wg.Wait()
+	close(w.jobs)
+	workers.Wait()
 }
 
-// walk adds the regular files below dir to t. At depth 0, dir is the tree (host path
-// bucket) and each entry is bucketed under its own host path; deeper, everything goes to
-// bucket, the depth-0 ancestor.
-func (t *treeSizes) walk(ctx context.Context, dir, bucket string, dev uint64, seen map[inodeKey]bool, depth int) error {
-	f, err := os.Open(dir)
+// dir reads one directory, adds its files and queues its subdirectories (or walks them
+// itself when the queue is full).
+func (w *treeWalker) dir(ctx context.Context, j walkJob) {
+	defer w.wg.Done()
+	if err := ctx.Err(); err != nil {
+		w.mu.Lock()
+		if w.t.incomplete == nil {
+			w.t.incomplete = err
+		}
+		w.mu.Unlock()
+		return
+	}
+	f, err := os.Open(j.dir)
 	if err != nil {
-		return nil // unreadable: cp would fail on it too; nothing to count
+		return // unreadable: cp would fail on it too; nothing to count
 	}
 	defer f.Close()
+	fd := int(f.Fd())
+	sums := map[string]int64{}
+	files := 0
+	var links []hardLink
 	for {
 		ents, err := f.ReadDir(512)
 		for _, e := range ents {
-			if t.files%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
 			if e.Type()&fs.ModeSymlink != 0 {
 				continue // copied as a link
 			}
-			p := filepath.Join(dir, e.Name())
-			st, err := lstat(p)
-			if err != nil {
+			var st unix.Stat_t
+			if unix.Fstatat(fd, e.Name(), &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 				continue // vanished since readdir
 			}
-			b := bucket
-			if depth == 0 {
-				b = bucket + "/" + e.Name()
+			b := j.bucket
+			if j.top {
+				b = j.bucket + "/" + e.Name()
 			}
-			switch st.Mode & syscall.S_IFMT {
-			case syscall.S_IFREG:
-				t.add(b, st, seen)
-			case syscall.S_IFDIR:
-				if uint64(st.Dev) != dev {
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFREG:
+				size := st.Blocks * 512
+				if st.Nlink > 1 {
+					links = append(links, hardLink{inodeKey{st.Dev, st.Ino}, b, size})
+					continue
+				}
+				sums[b] += size
+				files++
+			case unix.S_IFDIR:
+				if st.Dev != j.dev {
 					continue // cp -x does not descend into other filesystems
 				}
-				if err := t.walk(ctx, p, b, dev, seen, depth+1); err != nil {
-					return err
+				sub := walkJob{dir: filepath.Join(j.dir, e.Name()), bucket: b, dev: j.dev}
+				w.wg.Add(1)
+				select {
+				case w.jobs <- sub:
+				default:
+					w.dir(ctx, sub)
 				}
 			}
 		}
 		if err != nil {
 			// io.EOF ends the directory; any other error (a directory that vanished or
 			// broke mid-read) keeps what was counted so far.
-			return nil
+			break
 		}
 	}
+	w.addDir(sums, files, links)
+}
+
+// addDir adds one directory's sums; hard-linked files count once across all trees.
+func (w *treeWalker) addDir(sums map[string]int64, files int, links []hardLink) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for b, n := range sums {
+		w.t.total += n
+		w.t.children[b] += n
+	}
+	w.t.files += files
+	for _, l := range links {
+		if w.seen[l.key] {
+			continue
+		}
+		w.seen[l.key] = true
+		w.t.total += l.bytes
+		w.t.children[l.bucket] += l.bytes
+		w.t.files++
+	}
+}
+
+// hardLinks is the hard-link record of a single file tree (nil when it has one link).
+func hardLinks(st *syscall.Stat_t, bucket string) []hardLink {
+	if st.Nlink <= 1 {
+		return nil
+	}
+	return []hardLink{{inodeKey{uint64(st.Dev), uint64(st.Ino)}, bucket, int64(st.Blocks) * 512}}
 }
 
 func lstat(p string) (*syscall.Stat_t, error) {
