@@ -7,6 +7,7 @@ var registry = []Probe{
 	encryptionProbe{},
 	extensionProbe{},
 	fsProbe{},
+	fstabProbe{},
 	kernelProbe{},
 	lvmProbe{},
 	memoryProbe{},
