@@ -14,6 +14,7 @@ import (
 
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/config"
+	"github.com/adeagent/adeagent/agent/sysd"
 	"github.com/adeagent/adeagent/probes"
 	"github.com/adeagent/adeagent/unmount"
 	"github.com/adeagent/adeagent/unmount/hostroot"
@@ -129,6 +130,11 @@ func buildEnv(root hostroot.Root, cfg *config.Config) (*probes.Env, error) {
 	}
 	for _, ep := range cfg.AllEndpoints() {
 		env.Endpoints = append(env.Endpoints, probes.Endpoint{Name: ep.Name, Addr: ep.Addr})
+	}
+	// systemd over D-Bus only for the running host with systemd as PID 1 (bounded by
+	// sysd.DefaultTimeout); any failure leaves Units nil and the probes fall back to /proc.
+	if u := sysd.ForRoot(context.Background(), root); u != nil {
+		env.Units = u
 	}
 	return env, nil
 }
