@@ -54,7 +54,7 @@ func writeReport(w io.Writer, rep *api.Report, colour bool) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  Host:    %s\n", rep.Hostname)
 	if a := rep.ADE; a != nil {
-		fmt.Fprintf(w, "  System:  %s (ADE: %s)\n", a.Distro, describeADE(a))
+		fmt.Fprintf(w, "  System:  %s; ADE: %s\n", a.Distro, describeADE(a))
 	}
 
 	if len(blockers) > 0 {
