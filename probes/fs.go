@@ -156,6 +156,7 @@ func (p fsProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error) {
 	for _, d := range topo.Disks {
 		f.Related = append(f.Related, api.Related{Kind: "device", ID: "/dev/" + d})
 	}
+	f.Related = mntUniqueRelated(f.Related)
 	if warnOnly {
 		f.Severity, f.Blocker = api.SeverityMedium, false
 		f.Title = "The OS drive's layout may not suit ADE"

@@ -215,14 +215,14 @@ func svcScanCatalogProcs(ctx context.Context, root hostroot.Root, families []cat
 		if comm == "" && exe == "" {
 			continue // gone meanwhile, or not a process directory
 		}
-		var argv []string
-		argvRead := false
+		// Zombies and kernel threads have an empty command line and hold nothing.
+		argv := svcReadCmdline(root.PID(pid, "cmdline"))
+		if len(argv) == 0 {
+			continue
+		}
 		for _, f := range families {
 			if !f.HasProcessMatchers() {
 				continue
-			}
-			if len(f.Processes.Cmdline) > 0 && !argvRead {
-				argv, argvRead = svcReadCmdline(root.PID(pid, "cmdline")), true
 			}
 			if !f.MatchProcess(comm, exe, argv) {
 				continue
@@ -393,6 +393,12 @@ func svcServicesFinding(env *Env, active []*svcFamilyHit, source string) api.Fin
 		f.Remediation.Commands = stopCmds
 	default:
 		f.Severity, f.Blocker = api.SeverityHigh, true
+		if len(stopCmds) == 0 {
+			// Nothing systemd could stop: prepare never kills unmanaged processes.
+			f.Summary = fmt.Sprintf("Running (source: %s): %s. ADE's stripdown kills with SIGKILL whatever still holds the old root, and these run outside any systemd service adeagent could stop.", source, running)
+			f.Remediation.Hint = "Shut these down cleanly where they were started (their own stop command, or the session or container that runs them); 'adeagentctl prepare' never kills processes it does not manage." + noteText
+			break
+		}
 		f.Summary = fmt.Sprintf("Running (source: %s): %s. ADE's stripdown copies /var/lib into RAM and restarts every running service there, so their writes vanish at the reboot, and it kills with SIGKILL whatever still holds the old root; Microsoft names SAP, MongoDB, Cassandra and Docker as causes of \"failed to unmount\".", source, running)
 		f.Remediation.Hint = "Run 'adeagentctl prepare': it stops these through systemd (reactivators first), keeps them stopped through ADE's stripdown and starts them again on 'adeagentctl restore'." + byHand + noteText
 		f.Remediation.Commands = append([][]string{{"adeagentctl", "prepare"}}, stopCmds...)

@@ -148,8 +148,9 @@ func TestServicesProbe(t *testing.T) {
 		{name: "processes outside services", root: "manual", distro: fxUbuntu2204, want: fxWant{
 			key:  "services.heavy-active!",
 			text: []string{"mongod, pid 3000 in session-3.scope, not a service", "java, pid 3100, unit unknown"},
-			// Nothing for systemctl to stop: only prepare (which reports what it cannot stop).
-			commands: []string{"adeagentctl prepare"},
+			// Nothing for systemctl to stop, and prepare never kills unmanaged processes.
+			commands: []string{},
+			notText:  []string{"Run 'adeagentctl prepare'"},
 			related:  []string{"pid:3000", "pid:3100"},
 		}},
 		{name: "malformed /proc", root: "malformed", distro: fxUbuntu2204, want: fxWant{}},
