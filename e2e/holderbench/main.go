@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,7 +106,7 @@ type bench struct {
 	mu      sync.Mutex
 	closing bool
 	once    sync.Once
-	holders []*exec.Cmd
+	holders []int // pids
 	files   []*os.File
 	tmp     string // temp dir: image, mount point, built binary, captured output
 	loop    string // /dev/loopN
@@ -159,7 +160,7 @@ func (b *bench) run() error {
 		return setupf("stat %s: %v", b.mnt, err)
 	}
 	dev := st.Dev
-	if err := b.startHolders(P); err != nil {
+	if err := b.startHolders(P, F); err != nil {
 		return err
 	}
 	res, err := b.measure(bin, dev)
@@ -218,7 +219,10 @@ func (b *bench) setupMount(F int) error {
 
 // startHolders starts P copies of `sleep infinity` that inherit the F files (fds 3…F+2)
 // with cwd "/", then closes the harness's own copies so the holders are exactly P.
-func (b *bench) startHolders(P int) error {
+// The harness keeps only the pids: an unreaped child's pid cannot be reused, so killing
+// it by pid is safe, and not keeping a pidfd per holder keeps the harness's fd table (which
+// every child it execs copies and then closes) small.
+func (b *bench) startHolders(P, F int) error {
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		return setupf("sleep: %v", err)
@@ -234,9 +238,10 @@ func (b *bench) startHolders(P int) error {
 			return setupf("interrupted")
 		}
 		cmd.ExtraFiles = b.files
-		err := cmd.Start() // returns once the child has exec'd: its fds are in place
+		err := cmd.Start()
 		if err == nil {
-			b.holders = append(b.holders, cmd)
+			b.holders = append(b.holders, cmd.Process.Pid)
+			cmd.Process.Release()
 		}
 		b.mu.Unlock()
 		if err != nil {
@@ -249,14 +254,36 @@ func (b *bench) startHolders(P int) error {
 	}
 	b.files = nil
 	b.mu.Unlock()
-	// Spot-check: the last holder has F+3 fds (0–2 are /dev/null).
-	last := b.holders[len(b.holders)-1].Process.Pid
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", last))
-	if err != nil || len(ents) != *flagF+3 {
-		return setupf("holder %d has %d fds (%v), want %d", last, len(ents), err, *flagF+3)
+	// Start returns once the child is past exec, but it may still be closing the
+	// close-on-exec fds it copied from us: wait until every holder has exactly F+3 fds.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, pid := range b.holders {
+		for {
+			n, err := countFDs(pid)
+			if err != nil {
+				return setupf("holder %d: %v", pid, err)
+			}
+			if n == F+3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return setupf("holder %d has %d fds, want %d", pid, n, F+3)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 	logf("started %d holders in %v", P, time.Since(t0).Round(time.Millisecond))
 	return nil
+}
+
+func countFDs(pid int) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	return len(names), err
 }
 
 // cleanup kills the holders by pid, unmounts, detaches the loop device and removes the
@@ -271,11 +298,11 @@ func (b *bench) cleanup() {
 		for _, f := range files {
 			f.Close()
 		}
-		for _, h := range holders {
-			h.Process.Kill() // by pidfd/pid of our own child, never by name
+		for _, pid := range holders {
+			unix.Kill(pid, unix.SIGKILL) // our own unreaped child, by pid; never by name
 		}
-		for _, h := range holders {
-			h.Wait()
+		for _, pid := range holders {
+			unix.Wait4(pid, nil, 0, nil)
 		}
 		if mnt != "" {
 			err := unix.Unmount(mnt, 0)
@@ -311,36 +338,41 @@ func (b *bench) cleanup() {
 
 // Results is what one benchmark run measured. Times are milliseconds; medians over Runs.
 type Results struct {
-	P               int             `json:"p"`
-	F               int             `json:"f"`
-	Runs            int             `json:"runs"`
-	CPUs            int             `json:"cpus"`
-	Kernel          string          `json:"kernel"`
-	SystemProcs     int             `json:"system_procs"`     // pids seen by the floor scan
-	SystemFDs       int             `json:"system_fds"`       // fds seen by the floor scan
-	FloorMatches    int             `json:"floor_matches"`    // fds on the mount seen by the floor scan
-	AdeagentProcs   int             `json:"adeagent_procs"`   // stats.processes of adeagent
-	AdeagentFDs     int             `json:"adeagent_fds"`     // stats.fds of adeagent
-	AdeagentHolders int             `json:"adeagent_holders"` // process holders reported
-	Incomplete      int             `json:"adeagent_incomplete"`
-	FuserPIDs       int             `json:"fuser_pids"` // pids listed by fuser -m (warmup run)
-	LsofLines       int             `json:"lsof_files"` // lines printed by lsof (warmup run, without header)
-	AdeagentWall    Series          `json:"adeagent_wall_ms"`
-	AdeagentScan    Series          `json:"adeagent_scan_ms"`
-	Fuser           Series          `json:"fuser_ms"`
-	Lsof            Series          `json:"lsof_ms"`
-	Floor           Series          `json:"floor_ms"`
-	RSSMiB          float64         `json:"adeagent_peak_rss_mib"` // max over runs
-	RSSUpperBound   bool            `json:"adeagent_rss_upper_bound"`
-	HarnessRSSMiB   float64         `json:"harness_rss_mib"`
-	FuserRatio      float64         `json:"fuser_over_adeagent"`
-	LsofRatio       float64         `json:"lsof_over_adeagent"`
-	ScanUSPerFD     float64         `json:"adeagent_scan_us_per_fd"`
-	WallUSPerFD     float64         `json:"adeagent_wall_us_per_fd"`
-	FloorUSPerFD    float64         `json:"floor_us_per_fd"`
-	PerFDRatio      float64         `json:"scan_over_floor_per_fd"`
-	WallPerFDRatio  float64         `json:"wall_over_floor_per_fd"`
-	Pass            map[string]bool `json:"pass"`
+	P               int     `json:"p"`
+	F               int     `json:"f"`
+	Runs            int     `json:"runs"`
+	CPUs            int     `json:"cpus"`
+	Kernel          string  `json:"kernel"`
+	SystemProcs     int     `json:"system_procs"`     // pids seen by the floor scan
+	SystemFDs       int     `json:"system_fds"`       // fds seen by the floor scan
+	FloorMatches    int     `json:"floor_matches"`    // fds on the mount seen by the floor scan
+	AdeagentProcs   int     `json:"adeagent_procs"`   // stats.processes of adeagent
+	AdeagentFDs     int     `json:"adeagent_fds"`     // stats.fds of adeagent
+	AdeagentHolders int     `json:"adeagent_holders"` // process holders reported
+	Incomplete      int     `json:"adeagent_incomplete"`
+	FirstIncomplete string  `json:"adeagent_first_incomplete,omitempty"`
+	FuserPIDs       int     `json:"fuser_pids"` // pids listed by fuser -m (warmup run)
+	LsofLines       int     `json:"lsof_files"` // lines printed by lsof (warmup run, without header)
+	AdeagentWall    Series  `json:"adeagent_wall_ms"`
+	AdeagentScan    Series  `json:"adeagent_scan_ms"`
+	Fuser           Series  `json:"fuser_ms"`
+	Lsof            Series  `json:"lsof_ms"`
+	Floor           Series  `json:"floor_ms"`
+	RSSMiB          float64 `json:"adeagent_peak_rss_mib"` // max over runs
+	RSSUpperBound   bool    `json:"adeagent_rss_upper_bound"`
+	HarnessRSSMiB   float64 `json:"harness_rss_mib"`
+	FuserRatio      float64 `json:"fuser_over_adeagent"`
+	LsofRatio       float64 `json:"lsof_over_adeagent"`
+	ScanUSPerFD     float64 `json:"adeagent_scan_us_per_fd"`
+	WallUSPerFD     float64 `json:"adeagent_wall_us_per_fd"`
+	FloorUSPerFD    float64 `json:"floor_us_per_fd"`
+	PerFDRatio      float64 `json:"scan_over_floor_per_fd"`
+	WallPerFDRatio  float64 `json:"wall_over_floor_per_fd"`
+	// CPU used by other processes (and stolen by the hypervisor) during the timed runs,
+	// in percent of all CPUs: above a few percent the timings are noisy.
+	ForeignCPU float64         `json:"foreign_cpu_pct"`
+	StealCPU   float64         `json:"steal_cpu_pct"`
+	Pass       map[string]bool `json:"pass"`
 }
 
 // Series is one tool's timed runs.
@@ -377,7 +409,11 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 	fuser := []string{"fuser", "-m", b.mnt}
 	lsof := []string{"lsof", b.mnt}
 
+	var cpu0 cpuSample
 	for i := -1; i < *flagRuns; i++ {
+		if i == 0 {
+			cpu0 = sampleCPU()
+		}
 		warm := i < 0
 		if warm {
 			logf("warmup")
@@ -448,6 +484,7 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 			r.Floor.add(ms(fl.dur))
 		}
 	}
+	r.ForeignCPU, r.StealCPU = sampleCPU().foreign(cpu0)
 	for _, s := range []*Series{&r.AdeagentWall, &r.AdeagentScan, &r.Fuser, &r.Lsof, &r.Floor} {
 		s.finish()
 	}
@@ -482,6 +519,10 @@ func (r *Results) checkAdeagent(rep *api.HoldersReport) error {
 	}
 	r.AdeagentHolders, r.AdeagentFDs, r.AdeagentProcs = holders, rep.Stats.FDs, rep.Stats.Processes
 	r.Incomplete = len(rep.Incomplete)
+	if len(rep.Incomplete) > 0 {
+		in := rep.Incomplete[0]
+		r.FirstIncomplete = fmt.Sprintf("pid %d %s: %s", in.PID, in.What, in.Reason)
+	}
 	return nil
 }
 
@@ -523,7 +564,7 @@ func runTool(argv []string, outPath, errPath string, capture bool, wantExit int)
 // resetHarnessRSS resets the harness's RSS high-water mark to its current RSS and returns
 // it in KiB; a child started next inherits it as its initial ru_maxrss.
 func resetHarnessRSS() int64 {
-	runtime.GC()
+	debug.FreeOSMemory()
 	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
@@ -538,6 +579,45 @@ func resetHarnessRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// cpuSample is the machine's busy and steal time and the harness's own CPU time (itself
+// and its reaped children: the tools) at one moment.
+type cpuSample struct {
+	at           time.Time
+	busy, steal  time.Duration
+	self, childs time.Duration
+}
+
+func sampleCPU() cpuSample {
+	c := cpuSample{at: time.Now()}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		// cpu user nice system idle iowait irq softirq steal … (USER_HZ = 100)
+		f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+		tick := func(i int) time.Duration {
+			if i >= len(f) {
+				return 0
+			}
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			return time.Duration(n) * 10 * time.Millisecond
+		}
+		c.busy = tick(1) + tick(2) + tick(3) + tick(6) + tick(7)
+		c.steal = tick(8)
+	}
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	unix.Getrusage(unix.RUSAGE_CHILDREN, &ru)
+	c.childs = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return c
+}
+
+// foreign returns the percentage of all CPUs used by others and stolen since c0.
+func (c cpuSample) foreign(c0 cpuSample) (foreign, steal float64) {
+	total := float64(c.at.Sub(c0.at)) * float64(runtime.NumCPU())
+	ours := (c.self - c0.self) + (c.childs - c0.childs)
+	foreign = 100 * float64(c.busy-c0.busy-ours) / total
+	return max(foreign, 0), 100 * float64(c.steal-c0.steal) / total
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -663,5 +743,10 @@ func (r *Results) print(w io.Writer) {
 	fmt.Fprintf(w, "%-40s %11.2f× %10s  %s\n", "per-fd: adeagent in-scan ÷ floor", r.PerFDRatio, fmt.Sprintf("≤ %.1f×", targetPerFD), pf(r.Pass["perfd"]))
 	fmt.Fprintf(w, "\nper fd: adeagent in-scan %.3f µs, adeagent wall %.3f µs (%.2f× floor), floor %.3f µs\n",
 		r.ScanUSPerFD, r.WallUSPerFD, r.WallPerFDRatio, r.FloorUSPerFD)
+	fmt.Fprintf(w, "other load during the timed runs: %.1f%% of all CPUs used by other processes, %.1f%% stolen (noisy above a few %%)\n",
+		r.ForeignCPU, r.StealCPU)
+	if r.FirstIncomplete != "" {
+		fmt.Fprintf(w, "adeagent incomplete: %s\n", r.FirstIncomplete)
+	}
 	fmt.Fprintf(w, "harness RSS before each adeagent start ≤ %.1f MiB (a vfork child's ru_maxrss is at least that)\n", r.HarnessRSSMiB)
 }
