@@ -159,9 +159,17 @@ func processHoldersFinding(rep *api.HoldersReport, self int, cat *catalog.Catalo
 	f.Blocker = true
 	if path != PathUnmount {
 		f.Severity, f.Blocker = api.SeverityLow, false
-		f.Summary += fmt.Sprintf(" ADE's path for this distro is %q: the OS drive is not unmounted, so they do not block it.", path)
+		f.Summary += " " + notUnmountedNote(path)
 	}
 	return f, true
+}
+
+// notUnmountedNote says why holders do not block where ADE does not unmount the OS drive.
+func notUnmountedNote(path ADEPath) string {
+	if path == PathOnline {
+		return "ADE re-encrypts this distribution's OS drive online after a reboot without unmounting it, so they do not block it."
+	}
+	return "ADE does not encrypt this distribution's OS drive (see distro.unsupported), so they do not block it."
 }
 
 func describeHolder(h api.Holder) string {
@@ -252,7 +260,7 @@ func kernelHoldersFinding(rep *api.HoldersReport, path ADEPath) (api.Finding, bo
 	f.Severity, f.Blocker = api.SeverityHigh, true
 	if path != PathUnmount {
 		f.Severity, f.Blocker = api.SeverityLow, false
-		f.Summary += fmt.Sprintf(" (ADE's path for this distro is %q: the OS drive is not unmounted.)", path)
+		f.Summary += " " + notUnmountedNote(path)
 	}
 	sort.SliceStable(f.Related, func(i, j int) bool { return f.Related[i].Kind < f.Related[j].Kind })
 	return f, true

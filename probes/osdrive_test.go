@@ -64,7 +64,7 @@ func TestProcessHoldersFinding(t *testing.T) {
 			incomplete: []api.Incomplete{{PID: 1, What: "fd", Reason: "permission denied"}}},
 		{name: "online path does not block", path: PathOnline, want: true, blocker: false,
 			holders:  []api.Holder{proc(900, "python3", "", "", "fd")},
-			mentions: []string{`"online"`}},
+			mentions: []string{"online"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
