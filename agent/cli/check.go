@@ -50,7 +50,7 @@ func runCheck(args []string, stdout, stderr io.Writer) (int, error) {
 			return ExitNotReady, err
 		}
 	} else {
-		writeReport(stdout, rep, isTerminal(stdout))
+		writeReport(stdout, rep, isTerminal(stdout) && os.Getenv("NO_COLOR") == "")
 	}
 	if !rep.Ready {
 		return ExitNotReady, nil
