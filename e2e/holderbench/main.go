@@ -59,6 +59,8 @@ var (
 	flagRuns     = flag.Int("runs", 7, "timed runs per tool (after one warmup)")
 	flagAdeagent = flag.String("adeagent", "", "adeagent binary (default: go build ./cmd/adeagent into a temp dir)")
 	flagJSON     = flag.Bool("json", false, "print the results as JSON")
+	flagQuiet    = flag.Float64("quiet", 10, "before each round, wait (up to -quiet-wait) until other processes use less than this `percent` of all CPUs; 0: don't wait")
+	flagQuietMax = flag.Duration("quiet-wait", 2*time.Minute, "longest wait for a quiet machine per round")
 )
 
 func main() {
@@ -409,11 +411,10 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 	fuser := []string{"fuser", "-m", b.mnt}
 	lsof := []string{"lsof", b.mnt}
 
-	var cpu0 cpuSample
+	var foreign, steal float64 // percent, summed over the timed rounds
 	for i := -1; i < *flagRuns; i++ {
-		if i == 0 {
-			cpu0 = sampleCPU()
-		}
+		waitQuiet(*flagQuiet, *flagQuietMax)
+		cpu0 := sampleCPU()
 		warm := i < 0
 		if warm {
 			logf("warmup")
@@ -482,9 +483,11 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 		}
 		if !warm {
 			r.Floor.add(ms(fl.dur))
+			f, st := sampleCPU().foreign(cpu0)
+			foreign, steal = foreign+f, steal+st
 		}
 	}
-	r.ForeignCPU, r.StealCPU = sampleCPU().foreign(cpu0)
+	r.ForeignCPU, r.StealCPU = foreign/float64(r.Runs), steal/float64(r.Runs)
 	for _, s := range []*Series{&r.AdeagentWall, &r.AdeagentScan, &r.Fuser, &r.Lsof, &r.Floor} {
 		s.finish()
 	}
@@ -618,6 +621,30 @@ func (c cpuSample) foreign(c0 cpuSample) (foreign, steal float64) {
 	ours := (c.self - c0.self) + (c.childs - c0.childs)
 	foreign = 100 * float64(c.busy-c0.busy-ours) / total
 	return max(foreign, 0), 100 * float64(c.steal-c0.steal) / total
+}
+
+// waitQuiet waits until other processes used less than pct% of all CPUs over half a
+// second, or maxWait has passed.
+func waitQuiet(pct float64, maxWait time.Duration) {
+	if pct <= 0 {
+		return
+	}
+	deadline := time.Now().Add(maxWait)
+	for waited := false; ; waited = true {
+		c0 := sampleCPU()
+		time.Sleep(500 * time.Millisecond)
+		f, st := sampleCPU().foreign(c0)
+		if f+st < pct {
+			return
+		}
+		if time.Now().After(deadline) {
+			logf("machine still busy (%.0f%% of CPUs used by others); measuring anyway", f+st)
+			return
+		}
+		if !waited {
+			logf("waiting for a quiet machine (%.0f%% of CPUs used by others)", f+st)
+		}
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
