@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/catalog"
@@ -24,8 +25,16 @@ type OSDriveScan struct {
 	err  error
 }
 
+// osDriveScanTimeout bounds the scan inside the probe; the probe's own timeout is longer,
+// so a slow scan still yields its partial result (with the rest marked incomplete) rather
+// than a bare probe timeout.
+const osDriveScanTimeout = 20 * time.Second
+
 // NewOSDriveScan prepares a scan of the OS drive under root; it runs on first Get.
 func NewOSDriveScan(root hostroot.Root, opts unmount.Options) *OSDriveScan {
+	if opts.Timeout <= 0 || opts.Timeout > osDriveScanTimeout {
+		opts.Timeout = osDriveScanTimeout
+	}
 	return &OSDriveScan{root: root, opts: opts}
 }
 
@@ -47,6 +56,9 @@ func (s *OSDriveScan) Get(ctx context.Context) (*api.HoldersReport, error) {
 type osDriveProbe struct{}
 
 func (osDriveProbe) Name() string { return "os-drive" }
+
+// Timeout lets the scan (a few hundred ms on a busy VM, bounded by osDriveScanTimeout) finish.
+func (osDriveProbe) Timeout() time.Duration { return osDriveScanTimeout + 5*time.Second }
 
 func (osDriveProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error) {
 	if env.OSDrive == nil {
