@@ -113,7 +113,7 @@ type Swap struct {
 func ParseSwaps(data []byte) []Swap {
 	var out []Swap
 	for i, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
+		f := kernelFields(line)
 		if i == 0 && len(f) > 0 && f[0] == "Filename" {
 			continue
 		}
@@ -308,7 +308,10 @@ func ParseNFSExports(data []byte) []string {
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		f := strings.Fields(line)
+		f := kernelFields(line)
+		if len(f) == 0 {
+			continue
+		}
 		p := Unescape(f[0])
 		if strings.HasPrefix(p, "/") && !seen[p] {
 			seen[p] = true
@@ -316,6 +319,13 @@ func ParseNFSExports(data []byte) []string {
 		}
 	}
 	return paths
+}
+
+// kernelFields splits a line of a /proc table at spaces and tabs, the only separators the
+// kernel writes. Paths in these tables escape space, tab, newline and backslash but not
+// other bytes strings.Fields would split at (\r, \v, \f, U+0085, U+00A0).
+func kernelFields(line string) []string {
+	return strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == '\t' })
 }
 
 // ParseLoopBacking parses a loop device's sysfs backing_file ("/path" or "/path (deleted)").

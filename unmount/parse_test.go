@@ -107,13 +107,16 @@ func TestParseSwaps(t *testing.T) {
 		"/swapfile                               file\t\t2097148\t\t1024\t\t-3\n" +
 		"/mnt/swap\\040dir/swap\\011file             file\t\t1048572\t\t0\t\t-4\n" +
 		"/var/swap\\040(deleted)                  file\t\t1048572\t\t0\t\t-5\n" +
-		"/dev/dm-3                               partition\t4194300\t\t0\t\t-6\n"
+		"/dev/dm-3                               partition\t4194300\t\t0\t\t-6\n" +
+		// the kernel escapes only " \t\n\\": a non-breaking space or CR is written raw
+		"/srv/no\u00a0break\rswap                    file\t\t1048572\t\t0\t\t-7\n"
 	want := []Swap{
 		{"/dev/sda3", "partition"},
 		{"/swapfile", "file"},
 		{"/mnt/swap dir/swap\tfile", "file"},
 		{"/var/swap (deleted)", "file"},
 		{"/dev/dm-3", "partition"},
+		{"/srv/no\u00a0break\rswap", "file"},
 	}
 	if got := ParseSwaps([]byte(in)); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %q\nwant %q", got, want)
@@ -268,6 +271,7 @@ func TestParseNFSExports(t *testing.T) {
 		{"etab", "/srv/nfs\t10.0.0.0/8(rw,sync,wdelay,hide,nocrossmnt,secure,root_squash,no_all_squash,no_subtree_check,secure_locks,acl,no_pnfs,anonuid=65534,anongid=65534,sec=sys,rw,secure,root_squash,no_all_squash)\n" +
 			"/data/a\\011tab\t*(ro)\n",
 			[]string{"/srv/nfs", "/data/a\ttab"}},
+		{"raw non-breaking space and vertical tab in a path", "/srv/no\u00a0break\v1\t*(rw)\n", []string{"/srv/no\u00a0break\v1"}},
 		{"header only", "# Version 1.1\n# Path Client(Flags) # IPs\n", nil},
 		{"empty", "", nil},
 		{"indented and blank lines", "\n   /srv/x\t*(rw)\n\t\n", []string{"/srv/x"}},
