@@ -114,9 +114,6 @@ func (k *kernelScan) bindMounts() {
 		if primary[m.ID] || k.seen[m.ID] || !k.target.has(m.Dev) {
 			continue
 		}
-		if under(m.MountPoint, k.target.Mounts) && m.Root == "/" {
-			continue // a second mount of the same fs at a nested point is a child mount case
-		}
 		k.seen[m.ID] = true
 		k.out = append(k.out, api.Holder{
 			Kind:   api.KindMount,
@@ -125,15 +122,6 @@ func (k *kernelScan) bindMounts() {
 			Detail: fmt.Sprintf("bind mount of %s (%s) at %s: pins the filesystem after the target is unmounted", m.Root, m.Dev, m.MountPoint),
 		})
 	}
-}
-
-func under(p string, mounts []Mount) bool {
-	for _, m := range mounts {
-		if m.MountPoint != p && pathWithin(p, m.MountPoint) {
-			return true
-		}
-	}
-	return false
 }
 
 // devOfPath finds the device a host path lives on: statx without syncing on the host, or
@@ -273,9 +261,26 @@ func (k *kernelScan) loopBackingDev(name string) (Dev, bool) {
 // and not swap: they hold the disk open (e.g. an active but unmounted LV, an open LUKS
 // mapping).
 func (k *kernelScan) stacked() {
+	// A device is in use by a mount when it is mounted or lies (through slaves/) under a
+	// mounted device: the dm-crypt device under a mounted root LV is part of the stack.
 	mounted := map[Dev]bool{}
+	var markDown func(b Block, depth int)
+	markDown = func(b Block, depth int) {
+		mounted[b.Dev] = true
+		if depth > 16 {
+			return
+		}
+		for _, name := range b.Slaves() {
+			if sb, err := k.sys.ByName(name); err == nil && !mounted[sb.Dev] {
+				markDown(sb, depth+1)
+			}
+		}
+	}
 	for _, m := range k.target.Table {
 		mounted[m.Dev] = true
+		if b, err := k.sys.ByDev(m.Dev); err == nil {
+			markDown(b, 0)
+		}
 	}
 	swapDevs := map[string]bool{}
 	if data, err := os.ReadFile(k.root.Proc("swaps")); err == nil {
