@@ -71,6 +71,7 @@ func ParseMountInfo(r io.Reader) ([]Mount, error) {
 	var mounts []Mount
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	sc.Split(scanLines)
 	line := 0
 	for sc.Scan() {
 		line++
@@ -88,6 +89,19 @@ func ParseMountInfo(r io.Reader) ([]Mount, error) {
 		return mounts, fmt.Errorf("mountinfo line %d: %w", line+1, err)
 	}
 	return mounts, nil
+}
+
+// scanLines is bufio.ScanLines without dropping a carriage return before the newline: the
+// kernel writes \r raw inside fields (it escapes only space, tab, newline and backslash),
+// so it may end the last field of a line.
+func scanLines(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }
 
 func parseMountLine(s string) (Mount, error) {

@@ -132,6 +132,14 @@ func TestParseMountInfoEmptySource(t *testing.T) {
 	}
 }
 
+// seq_show_option does not escape \r, so a super option value may end the line with one.
+func TestParseMountInfoCarriageReturnAtEndOfLine(t *testing.T) {
+	m := mustParseMountInfo(t, "66 43 0:39 / /m rw - overlay ov rw,lowerdir=/l,upperdir=/u,workdir=/w\r\n")[0]
+	if m.SuperOpts != "rw,lowerdir=/l,upperdir=/u,workdir=/w\r" {
+		t.Errorf("SuperOpts = %q, want the final \\r kept", m.SuperOpts)
+	}
+}
+
 func TestParseMountInfoMissingSuperOptions(t *testing.T) {
 	m := mustParseMountInfo(t, "36 35 98:0 / /mnt rw - ext3 /dev/root\n")[0]
 	if m.Source != "/dev/root" || m.SuperOpts != "" {

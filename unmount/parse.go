@@ -83,6 +83,7 @@ func ParseIOUringFiles(fdinfo []byte) []string {
 	in := false
 	sc := bufio.NewScanner(bytes.NewReader(fdinfo))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	sc.Split(scanLines) // keeps a path's final \r
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, "UserFiles:") {

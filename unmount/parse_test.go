@@ -86,6 +86,7 @@ func TestParseIOUringFiles(t *testing.T) {
 		{"index column at five digits", "UserFiles:\t100001\n100000: /big/index\nUserBufs:\t0\n", []string{"/big/index"}},
 		{"path containing colon-space", "UserFiles:\t1\n    0: /srv/a: b\nUserBufs:\t0\n", []string{"/srv/a: b"}},
 		{"section at end of input", "UserFiles:\t1\n    7: /last", []string{"/last"}},
+		{"path ending in a raw carriage return", "UserFiles:\t1\n    0: /x\r\nUserBufs:\t0\n", []string{"/x\r"}},
 		{"empty", "", nil},
 		// Before 6.14 the kernel printed only the dentry's inline name and "<none>" for
 		// empty slots; there is no path to return.
