@@ -2,6 +2,7 @@ package unmount_test
 
 import (
 	"context"
+	"os"
 	"testing"
 
 	"github.com/adeagent/adeagent/unmount"
@@ -10,12 +11,18 @@ import (
 
 // The benchmarks scan the real /proc for holders of the filesystem under a temp dir, so
 // they need no root (as non-root, other users' processes come back incomplete). They
-// report the cost per fd seen; e2e/holderbench builds a real P×F load and compares.
+// report the cost per fd seen. To profile against a real load, start
+// `go run ./e2e/holderbench -hold` (as root) and point them at the mount it prints:
 //
 //	go test -run '^$' -bench . -benchtime 20x ./unmount
+//	ADEAGENT_BENCH_MOUNT=/tmp/holderbench-…/mnt go test -run '^$' -bench Scan -cpuprofile cpu.out ./unmount
 
 func benchTarget(b *testing.B) *unmount.Target {
-	t, err := unmount.PathTarget(hostroot.Host, b.TempDir())
+	dir := os.Getenv("ADEAGENT_BENCH_MOUNT")
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	t, err := unmount.PathTarget(hostroot.Host, dir)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -59,6 +59,7 @@ var (
 	flagRuns     = flag.Int("runs", 7, "timed runs per tool (after one warmup)")
 	flagAdeagent = flag.String("adeagent", "", "adeagent binary (default: go build ./cmd/adeagent into a temp dir)")
 	flagJSON     = flag.Bool("json", false, "print the results as JSON")
+	flagHold     = flag.Bool("hold", false, "set up the mount and the holders, print the mount point, and wait for Ctrl-C (for profiling)")
 	flagQuiet    = flag.Float64("quiet", 10, "before each round, wait (up to -quiet-wait) until other processes use less than this `percent` of all CPUs; 0: don't wait")
 	flagQuietMax = flag.Duration("quiet-wait", 2*time.Minute, "longest wait for a quiet machine per round")
 )
@@ -164,6 +165,11 @@ func (b *bench) run() error {
 	dev := st.Dev
 	if err := b.startHolders(P, F); err != nil {
 		return err
+	}
+	if *flagHold {
+		fmt.Printf("%s\n", b.mnt)
+		logf("holding %d × %d on %s; Ctrl-C or SIGTERM to clean up", P, F, b.mnt)
+		select {} // the signal handler cleans up and exits
 	}
 	res, err := b.measure(bin, dev)
 	if err != nil {
