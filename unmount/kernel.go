@@ -3,6 +3,7 @@ package unmount
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -124,33 +125,20 @@ func (k *kernelScan) bindMounts() {
 	}
 }
 
-// devOfPath finds the device a host path lives on: statx without syncing on the host, or
-// the mount table for paths on remote filesystems and for fixture roots.
+// devOfPath resolves a path's device for the kernel checks. A path that cannot be
+// stat'ed (gone, or no such file) falls back to the mount that contains it; a walk cut off
+// by the deadline is recorded as incomplete.
 func (k *kernelScan) devOfPath(p string) (Dev, bool) {
-	m, ok := MountFor(k.target.Table, p)
-	if !k.root.IsHost() || (ok && remoteFS[m.FSType]) {
-		return m.Dev, ok
+	d, err := devOfPath(k.ctx, k.root, k.target.Table, p)
+	if err == nil {
+		return d, true
 	}
-	type res struct {
-		d  Dev
-		ok bool
-	}
-	ch := make(chan res, 1)
-	go func() {
-		var stx unix.Statx_t
-		if err := unix.Statx(unix.AT_FDCWD, p, statxFlags, statxMask, &stx); err != nil {
-			ch <- res{m.Dev, ok}
-			return
-		}
-		ch <- res{Dev{stx.Dev_major, stx.Dev_minor}, true}
-	}()
-	select {
-	case r := <-ch:
-		return r.d, r.ok
-	case <-k.ctx.Done():
-		k.inc = append(k.inc, api.Incomplete{What: "path " + p, Reason: "stat did not return before the scan deadline"})
+	if errors.Is(err, errStatDeadline) {
+		k.inc = append(k.inc, api.Incomplete{What: "path " + p, Reason: errStatDeadline.Error()})
 		return Dev{}, false
 	}
+	m, ok := MountFor(k.target.Table, p)
+	return m.Dev, ok
 }
 
 // overlays: overlay mounts with a lower, upper or work directory on the target. Their

@@ -76,18 +76,26 @@ func parseHex(b []byte) (uint32, bool) {
 	return v, true
 }
 
-// ParseIOUringFiles returns the registered file paths from an io_uring instance's fdinfo
-// (the "UserFiles:" section: "    0: /path", paths octal-escaped like mountinfo).
-func ParseIOUringFiles(fdinfo []byte) []string {
-	var paths []string
+// IOUringFiles is what an io_uring instance's fdinfo says about its registered files.
+type IOUringFiles struct {
+	Count int      // the "UserFiles:" count (slots, including empty ones)
+	Paths []string // full paths the kernel printed (kernels since ~6.x print d_path)
+	Named int      // entries shown without a full path: older kernels print only the file's name
+}
+
+// ParseIOUring reads the "UserFiles:" section of an io_uring fdinfo ("    0: /path", paths
+// octal-escaped like mountinfo).
+func ParseIOUring(fdinfo []byte) IOUringFiles {
+	var out IOUringFiles
 	in := false
 	sc := bufio.NewScanner(bytes.NewReader(fdinfo))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	sc.Split(scanLines) // keeps a path's final \r
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "UserFiles:") {
+		if n, ok := strings.CutPrefix(line, "UserFiles:"); ok {
 			in = true
+			out.Count, _ = strconv.Atoi(strings.TrimSpace(n))
 			continue
 		}
 		if !in {
@@ -98,11 +106,16 @@ func ParseIOUringFiles(fdinfo []byte) []string {
 			break // the next section
 		}
 		if path = Unescape(path); strings.HasPrefix(path, "/") {
-			paths = append(paths, path)
+			out.Paths = append(out.Paths, path)
+		} else if path != "" && path != "<none>" {
+			out.Named++
 		}
 	}
-	return paths
+	return out
 }
+
+// ParseIOUringFiles returns the registered file paths from an io_uring instance's fdinfo.
+func ParseIOUringFiles(fdinfo []byte) []string { return ParseIOUring(fdinfo).Paths }
 
 // Swap is one active swap area from /proc/swaps.
 type Swap struct {

@@ -309,3 +309,17 @@ func TestParseLoopBacking(t *testing.T) {
 		}
 	}
 }
+
+func TestParseIOUringShortNames(t *testing.T) {
+	// Kernels before d_path in io_uring's fdinfo print only the dentry name.
+	old := []byte("SqMask:\t0x3\nUserFiles:\t2\n    0: f0\n    1: data.db\nUserBufs:\t0\n")
+	got := ParseIOUring(old)
+	if got.Count != 2 || got.Named != 2 || len(got.Paths) != 0 {
+		t.Errorf("short names: %+v, want count 2, named 2, no paths", got)
+	}
+	cur := []byte("UserFiles:\t3\n    0: /mnt/x/f0\n    2: /srv/b\\040c\nUserBufs:\t0\n")
+	got = ParseIOUring(cur)
+	if got.Count != 3 || got.Named != 0 || len(got.Paths) != 2 || got.Paths[1] != "/srv/b c" {
+		t.Errorf("full paths: %+v", got)
+	}
+}

@@ -94,6 +94,8 @@ type ProcessScan struct {
 }
 
 type procScanner struct {
+	ctx      context.Context
+	table    []Mount
 	root     hostroot.Root
 	procFD   int
 	target   devSet
@@ -129,7 +131,7 @@ func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts
 	}
 	defer unix.Close(procFD)
 
-	s := &procScanner{root: root, procFD: procFD, target: newDevSet(target.Devs), maxPaths: opts.MaxPaths,
+	s := &procScanner{ctx: ctx, table: target.Table, root: root, procFD: procFD, target: newDevSet(target.Devs), maxPaths: opts.MaxPaths,
 		mountOf: map[uint64]string{}}
 	for _, m := range target.Mounts {
 		k := devKey(m.Dev.Major, m.Dev.Minor)
@@ -214,10 +216,12 @@ type workerResult struct {
 }
 
 type workerState struct {
-	dents []byte
-	maps  []byte
-	link  []byte
-	stx   unix.Statx_t
+	// incomplete records what could not be inspected of the pid being scanned.
+	incomplete func(what string, err error)
+	dents      []byte
+	maps       []byte
+	link       []byte
+	stx        unix.Statx_t
 }
 
 func newWorkerState() *workerState {
@@ -363,6 +367,7 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	var inc pidIncomplete
 	defer inc.flush(pid, r)
 	incomplete := inc.add
+	ws.incomplete = incomplete
 	// exe: absent for kernel threads and zombies.
 	exeMissing := false
 	if err := statxAt(dirfd, &nameExe[0], &ws.stx); err == nil {
@@ -378,7 +383,7 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	var cwdRoot holderAcc
 	s.scanFS(dirfd, ws, &cwdRoot, incomplete)
 
-	fdErr := s.scanFDs(dirfd, "fd", ws, &h, r)
+	fdErr := s.scanFDs(dirfd, ws, &h, r)
 	if fdErr != nil && !gone(fdErr) {
 		incomplete("fd", fdErr)
 	}
@@ -470,10 +475,9 @@ func (s *procScanner) readlink(dirfd int, name string, ws *workerState) string {
 	return string(ws.link[:n])
 }
 
-// scanFDs stats every entry of a task's fd directory ("fd", or "task/T/fd" relative to a
-// task directory).
-func (s *procScanner) scanFDs(dirfd int, dir string, ws *workerState, h *holderAcc, r *workerResult) error {
-	fdfd, err := unix.Openat(dirfd, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// scanFDs stats every entry of the fd directory of a process or task directory.
+func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *workerResult) error {
+	fdfd, err := unix.Openat(dirfd, "fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -504,7 +508,7 @@ func (s *procScanner) scanFDs(dirfd int, dir string, ws *workerState, h *holderA
 				return
 			}
 			if s.anonDev != 0 && devKey(ws.stx.Dev_major, ws.stx.Dev_minor) == s.anonDev {
-				s.checkIOUring(dirfd, dir, fdfd, name, ws, h)
+				s.checkIOUring(dirfd, fdfd, name, ws, h)
 			}
 		})
 	}
@@ -619,7 +623,7 @@ func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *worker
 			s.scanFS(tdir, ws, &h, func(what string, err error) { incomplete("task "+what, err) })
 		}
 		if ownFiles {
-			if err := s.scanFDs(tdir, "fd", ws, &h, r); err != nil && !gone(err) {
+			if err := s.scanFDs(tdir, ws, &h, r); err != nil && !gone(err) {
 				incomplete("task fd", err)
 			}
 		}
@@ -657,32 +661,45 @@ func anonInodeDev() uint64 {
 
 // checkIOUring looks at an anon-inode fd; if it is an io_uring instance, its fdinfo lists
 // the files registered with it, which stay open after the process closed its own fds.
-func (s *procScanner) checkIOUring(dirfd int, dir string, fdfd int, name []byte, ws *workerState, h *holderAcc) {
+// Registered files whose filesystem cannot be told (older kernels print only a file name;
+// a deleted file has no path to stat) make the process incomplete, never clean.
+func (s *procScanner) checkIOUring(dirfd, fdfd int, name []byte, ws *workerState, h *holderAcc) {
 	fdname := string(name[:len(name)-1])
 	n, err := unix.Readlinkat(fdfd, fdname, ws.link)
 	if err != nil || !bytes.Equal(ws.link[:n], []byte("anon_inode:[io_uring]")) {
 		return
 	}
-	infoDir := "fdinfo"
-	if dir != "fd" {
-		infoDir = dir[:len(dir)-len("fd")] + "fdinfo"
-	}
-	data, err := readAt(dirfd, infoDir+"/"+fdname)
+	data, err := readAt(dirfd, "fdinfo/"+fdname)
 	if err != nil {
+		if !gone(err) {
+			ws.incomplete("io_uring fdinfo", err)
+		}
 		return
 	}
-	for _, p := range ParseIOUringFiles(data) {
-		var stx unix.Statx_t
-		// The registered file's path is as the process sees it: resolve it inside the
-		// process's root, without syncing remote attributes.
-		rootRel := "root" + p
-		if err := unix.Statx(dirfd, rootRel, statxFlags, statxMask, &stx); err != nil {
+	ring := ParseIOUring(data)
+	unknown := ring.Named
+	for _, p := range ring.Paths {
+		// The kernel prints the path as seen from the reader's root, so it is resolved here,
+		// in our own namespace.
+		if _, deleted := ParseLoopBacking(p); deleted {
+			unknown++
 			continue
 		}
-		if s.match(&stx, h) {
+		d, err := devOfPath(s.ctx, s.root, s.table, p)
+		if err != nil {
+			unknown++
+			continue
+		}
+		if k := devKey(d.Major, d.Minor); s.target.has(k) {
 			h.uses[useIOUring] = true
+			if h.mount == "" {
+				h.mount = s.mountOf[k]
+			}
 			h.addPath(p, s.maxPaths)
 		}
+	}
+	if unknown > 0 {
+		ws.incomplete("io_uring", fmt.Errorf("%d registered file(s) of an io_uring instance (fd %s) cannot be located", unknown, fdname))
 	}
 }
 

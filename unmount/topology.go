@@ -140,6 +140,9 @@ func (s Sysfs) BySource(source string) (Block, error) {
 		return Block{}, fmt.Errorf("mount source %q is not a device", source)
 	}
 	if name, ok := strings.CutPrefix(source, "/dev/mapper/"); ok {
+		if name == "" {
+			return Block{}, fmt.Errorf("mount source %q names no device-mapper device", source)
+		}
 		entries, _ := os.ReadDir(s.Root.Sys("block"))
 		for _, e := range entries {
 			if b, err := s.ByName(e.Name()); err == nil && b.DMName() == name {
