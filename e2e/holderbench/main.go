@@ -346,36 +346,38 @@ func (b *bench) cleanup() {
 
 // Results is what one benchmark run measured. Times are milliseconds; medians over Runs.
 type Results struct {
-	P               int     `json:"p"`
-	F               int     `json:"f"`
-	Runs            int     `json:"runs"`
-	CPUs            int     `json:"cpus"`
-	Kernel          string  `json:"kernel"`
-	SystemProcs     int     `json:"system_procs"`     // pids seen by the floor scan
-	SystemFDs       int     `json:"system_fds"`       // fds seen by the floor scan
-	FloorMatches    int     `json:"floor_matches"`    // fds on the mount seen by the floor scan
-	AdeagentProcs   int     `json:"adeagent_procs"`   // stats.processes of adeagent
-	AdeagentFDs     int     `json:"adeagent_fds"`     // stats.fds of adeagent
-	AdeagentHolders int     `json:"adeagent_holders"` // process holders reported
-	Incomplete      int     `json:"adeagent_incomplete"`
-	FirstIncomplete string  `json:"adeagent_first_incomplete,omitempty"`
-	FuserPIDs       int     `json:"fuser_pids"` // pids listed by fuser -m (warmup run)
-	LsofLines       int     `json:"lsof_files"` // lines printed by lsof (warmup run, without header)
-	AdeagentWall    Series  `json:"adeagent_wall_ms"`
-	AdeagentScan    Series  `json:"adeagent_scan_ms"`
-	Fuser           Series  `json:"fuser_ms"`
-	Lsof            Series  `json:"lsof_ms"`
-	Floor           Series  `json:"floor_ms"`
-	RSSMiB          float64 `json:"adeagent_peak_rss_mib"` // max over runs
-	RSSUpperBound   bool    `json:"adeagent_rss_upper_bound"`
-	HarnessRSSMiB   float64 `json:"harness_rss_mib"`
-	FuserRatio      float64 `json:"fuser_over_adeagent"`
-	LsofRatio       float64 `json:"lsof_over_adeagent"`
-	ScanUSPerFD     float64 `json:"adeagent_scan_us_per_fd"`
-	WallUSPerFD     float64 `json:"adeagent_wall_us_per_fd"`
-	FloorUSPerFD    float64 `json:"floor_us_per_fd"`
-	PerFDRatio      float64 `json:"scan_over_floor_per_fd"`
-	WallPerFDRatio  float64 `json:"wall_over_floor_per_fd"`
+	P                int     `json:"p"`
+	F                int     `json:"f"`
+	Runs             int     `json:"runs"`
+	CPUs             int     `json:"cpus"`
+	Kernel           string  `json:"kernel"`
+	SystemProcs      int     `json:"system_procs"`     // pids seen by the floor scan
+	SystemFDs        int     `json:"system_fds"`       // fds seen by the floor scan
+	FloorMatches     int     `json:"floor_matches"`    // fds on the mount seen by the floor scan
+	AdeagentProcs    int     `json:"adeagent_procs"`   // stats.processes of adeagent
+	AdeagentFDs      int     `json:"adeagent_fds"`     // stats.fds of adeagent
+	AdeagentHolders  int     `json:"adeagent_holders"` // process holders reported
+	Incomplete       int     `json:"adeagent_incomplete"`
+	FirstIncomplete  string  `json:"adeagent_first_incomplete,omitempty"`
+	FuserPIDs        int     `json:"fuser_pids"` // pids listed by fuser -m (warmup run)
+	LsofLines        int     `json:"lsof_files"` // lines printed by lsof (warmup run, without header)
+	AdeagentWall     Series  `json:"adeagent_wall_ms"`
+	AdeagentScan     Series  `json:"adeagent_scan_ms"`
+	Fuser            Series  `json:"fuser_ms"`
+	Lsof             Series  `json:"lsof_ms"`
+	Floor            Series  `json:"floor_ms"`
+	FloorProc        Series  `json:"floor_proc_ms"`         // floor + cwd/root/exe/maps
+	RSSMiB           float64 `json:"adeagent_peak_rss_mib"` // max over runs
+	RSSUpperBound    bool    `json:"adeagent_rss_upper_bound"`
+	HarnessRSSMiB    float64 `json:"harness_rss_mib"`
+	FuserRatio       float64 `json:"fuser_over_adeagent"`
+	LsofRatio        float64 `json:"lsof_over_adeagent"`
+	ScanUSPerFD      float64 `json:"adeagent_scan_us_per_fd"`
+	WallUSPerFD      float64 `json:"adeagent_wall_us_per_fd"`
+	FloorUSPerFD     float64 `json:"floor_us_per_fd"`
+	FloorProcUSPerFD float64 `json:"floor_proc_us_per_fd"`
+	PerFDRatio       float64 `json:"scan_over_floor_per_fd"`
+	WallPerFDRatio   float64 `json:"wall_over_floor_per_fd"`
 	// CPU used by other processes (and stolen by the hypervisor) during the timed runs,
 	// in percent of all CPUs: above a few percent the timings are noisy.
 	ForeignCPU float64         `json:"foreign_cpu_pct"`
@@ -479,7 +481,11 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 			r.Lsof.add(ms(wall))
 		}
 
-		fl, err := floorScan(dev, 4)
+		fl, err := floorScan(dev, 4, false)
+		if err != nil {
+			return nil, err
+		}
+		flp, err := floorScan(dev, 4, true)
 		if err != nil {
 			return nil, err
 		}
@@ -489,12 +495,13 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 		}
 		if !warm {
 			r.Floor.add(ms(fl.dur))
+			r.FloorProc.add(ms(flp.dur))
 			f, st := sampleCPU().foreign(cpu0)
 			foreign, steal = foreign+f, steal+st
 		}
 	}
 	r.ForeignCPU, r.StealCPU = foreign/float64(r.Runs), steal/float64(r.Runs)
-	for _, s := range []*Series{&r.AdeagentWall, &r.AdeagentScan, &r.Fuser, &r.Lsof, &r.Floor} {
+	for _, s := range []*Series{&r.AdeagentWall, &r.AdeagentScan, &r.Fuser, &r.Lsof, &r.Floor, &r.FloorProc} {
 		s.finish()
 	}
 	r.FuserRatio = r.Fuser.Median / r.AdeagentWall.Median
@@ -503,6 +510,7 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 	r.WallUSPerFD = 1000 * r.AdeagentWall.Median / float64(r.AdeagentFDs)
 	r.FloorUSPerFD = 1000 * r.Floor.Median / float64(r.SystemFDs)
 	r.PerFDRatio = r.ScanUSPerFD / r.FloorUSPerFD
+	r.FloorProcUSPerFD = 1000 * r.FloorProc.Median / float64(r.SystemFDs)
 	r.WallPerFDRatio = r.WallUSPerFD / r.FloorUSPerFD
 	r.Pass = map[string]bool{
 		"fuser": r.FuserRatio >= targetFuser,
@@ -661,8 +669,10 @@ type floorResult struct {
 }
 
 // floorScan is the bare /proc scan: readdir /proc, then per pid openat("PID/fd"),
-// getdents64 and one fstatat per entry, in `workers` goroutines. Nothing else.
-func floorScan(dev uint64, workers int) (floorResult, error) {
+// getdents64 and one fstatat per entry, in `workers` goroutines. Nothing else. With
+// perProc it also does the per-process work any correct scan needs (like the research
+// prototype): fstatat of cwd, root and exe, and reading maps.
+func floorScan(dev uint64, workers int, perProc bool) (floorResult, error) {
 	start := time.Now()
 	procfd, err := unix.Open("/proc", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -681,7 +691,7 @@ func floorScan(dev uint64, workers int) (floorResult, error) {
 		}
 		eachDirent(buf[:n], func(name []byte) {
 			if name[0] >= '0' && name[0] <= '9' {
-				pids = append(pids, string(name[:len(name)-1])+"/fd")
+				pids = append(pids, string(name[:len(name)-1]))
 			}
 		})
 	}
@@ -689,7 +699,7 @@ func floorScan(dev uint64, workers int) (floorResult, error) {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			buf := make([]byte, 32<<10)
+			buf := make([]byte, 64<<10)
 			var st unix.Stat_t
 			nfds, nmatch := 0, 0
 			for {
@@ -697,7 +707,20 @@ func floorScan(dev uint64, workers int) (floorResult, error) {
 				if i >= len(pids) {
 					break
 				}
-				fdfd, err := unix.Openat(procfd, pids[i], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				if perProc {
+					for _, n := range []string{"/cwd", "/root", "/exe"} {
+						unix.Fstatat(procfd, pids[i]+n, &st, 0)
+					}
+					if fd, err := unix.Openat(procfd, pids[i]+"/maps", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+						for {
+							if n, err := unix.Read(fd, buf); err != nil || n <= 0 {
+								break
+							}
+						}
+						unix.Close(fd)
+					}
+				}
+				fdfd, err := unix.Openat(procfd, pids[i]+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 				if err != nil {
 					continue
 				}
@@ -765,6 +788,7 @@ func (r *Results) print(w io.Writer) {
 	row("fuser -m", r.Fuser)
 	row("lsof MNT", r.Lsof)
 	row("floor: bare /proc fd scan (4 gor.)", r.Floor)
+	row("floor + cwd/root/exe/maps (4 gor.)", r.FloorProc)
 	rss := fmt.Sprintf("%.1f MiB", r.RSSMiB)
 	if r.RSSUpperBound {
 		rss = "≤ " + rss
@@ -774,8 +798,8 @@ func (r *Results) print(w io.Writer) {
 	fmt.Fprintf(w, "%-40s %11.2f× %10s  %s\n", "lsof ÷ adeagent (wall)", r.LsofRatio, fmt.Sprintf("≥ %.1f×", targetLsof), pf(r.Pass["lsof"]))
 	fmt.Fprintf(w, "%-40s %12s %10s  %s\n", "adeagent peak RSS (max over runs)", rss, fmt.Sprintf("< %.0f MiB", targetRSSMiB), pf(r.Pass["rss"]))
 	fmt.Fprintf(w, "%-40s %11.2f× %10s  %s\n", "per-fd: adeagent in-scan ÷ floor", r.PerFDRatio, fmt.Sprintf("≤ %.1f×", targetPerFD), pf(r.Pass["perfd"]))
-	fmt.Fprintf(w, "\nper fd: adeagent in-scan %.3f µs, adeagent wall %.3f µs (%.2f× floor), floor %.3f µs\n",
-		r.ScanUSPerFD, r.WallUSPerFD, r.WallPerFDRatio, r.FloorUSPerFD)
+	fmt.Fprintf(w, "\nper fd: adeagent in-scan %.3f µs, adeagent wall %.3f µs (%.2f× floor), floor %.3f µs; floor + cwd/root/exe/maps %.3f µs (in-scan is %.2f× that)\n",
+		r.ScanUSPerFD, r.WallUSPerFD, r.WallPerFDRatio, r.FloorUSPerFD, r.FloorProcUSPerFD, r.ScanUSPerFD/r.FloorProcUSPerFD)
 	fmt.Fprintf(w, "other load during the timed runs: %.1f%% of all CPUs used by other processes, %.1f%% stolen (noisy above a few %%)\n",
 		r.ForeignCPU, r.StealCPU)
 	if r.FirstIncomplete != "" {
