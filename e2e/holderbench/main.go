@@ -87,6 +87,12 @@ func main() {
 	}()
 	code := 0
 	if err := b.run(); err != nil {
+		b.mu.Lock()
+		closing := b.closing
+		b.mu.Unlock()
+		if closing {
+			select {} // interrupted: the signal handler cleans up and exits
+		}
 		fmt.Fprintln(os.Stderr, "holderbench:", err)
 		code = 1
 		var se setupError
