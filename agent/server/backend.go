@@ -1,0 +1,27 @@
+// Package server is adeagent's local API: HTTP/1.1 + JSON over a Unix socket (DESIGN.md
+// §7). It only presents what a Backend knows; the daemon (package agent) implements it.
+package server
+
+import (
+	"context"
+	"io"
+
+	"github.com/adeagent/adeagent/agent/api"
+)
+
+// Backend is what the API serves.
+type Backend interface {
+	// Report is the latest full readiness report, or nil before the first evaluation
+	// finished (the API then answers 503 {"error":"not ready"}).
+	Report() *api.Report
+	// Changed returns a channel that is closed when the next report replaces the current
+	// one (for GET /v1/status?wait=ready long-polls).
+	Changed() <-chan struct{}
+	// Holders returns the OS drive's current holders.
+	Holders(ctx context.Context) (*api.HoldersReport, error)
+	// Subscribe streams events until ctx is done, then closes the channel. A slow reader
+	// loses events rather than blocking the daemon.
+	Subscribe(ctx context.Context) <-chan api.Event
+	// WriteMetrics writes the Prometheus text exposition of the daemon's state.
+	WriteMetrics(w io.Writer) error
+}
