@@ -377,7 +377,7 @@ func (k *kernelScan) namespaces(ps *ProcessScan) {
 			Paths:  points,
 			Detail: fmt.Sprintf("mount namespace mnt:[%d] has the target mounted; %s", ns.ino, prop),
 		}
-		(&procScanner{root: k.root}).attribute(&h)
+		attributePID(k.root, &h)
 		k.out = append(k.out, h)
 	}
 }

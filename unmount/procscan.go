@@ -289,11 +289,15 @@ func atoi(name []byte) (int, bool) {
 
 // holderAcc accumulates what one task holds.
 type holderAcc struct {
-	uses  [6]bool // fd, cwd, root, exe, mmap, io_uring
-	paths []string
-	fds   int
-	mount string
+	uses    [6]bool // fd, cwd, root, exe, mmap, io_uring
+	paths   []string
+	fds     int
+	fdPaths int // fd paths looked up so far
+	mount   string
 }
+
+// maxFDPaths is how many fds of one holder get their path read.
+const maxFDPaths = 2
 
 const (
 	useFD = iota
@@ -407,7 +411,7 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	}
 	if h.any() {
 		r.holders = append(r.holders, h.toHolder(api.KindProcess, pid, 0))
-		s.attribute(&r.holders[len(r.holders)-1]) // in the worker: attribution is parallel too
+		attribute(&r.holders[len(r.holders)-1], dirfd, ws.maps) // in the worker: attribution is parallel too
 	}
 
 	if err := statxAt(dirfd, &nameMntNS[0], &ws.stx); err == nil {
@@ -502,7 +506,10 @@ func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *worke
 			if s.match(&ws.stx, h) {
 				h.uses[useFD] = true
 				h.fds++
-				if len(h.paths) < s.maxPaths {
+				// A readlink per matched fd would double the cost of a busy holder; a couple of
+				// example paths are enough next to the exact fd count.
+				if h.fdPaths < maxFDPaths && len(h.paths) < s.maxPaths {
+					h.fdPaths++
 					h.addPath(s.readlink(fdfd, string(name[:len(name)-1]), ws), s.maxPaths)
 				}
 				return
@@ -630,7 +637,7 @@ func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *worker
 		unix.Close(tdir)
 		if h.any() {
 			r.holders = append(r.holders, h.toHolder(api.KindThread, pid, tid))
-			s.attribute(&r.holders[len(r.holders)-1])
+			attribute(&r.holders[len(r.holders)-1], dirfd, ws.maps)
 		}
 	}
 }
@@ -715,18 +722,42 @@ func readAt(dirfd int, name string) ([]byte, error) {
 	return buf.Bytes(), err
 }
 
-// attribute fills comm, cmdline, unit and container of a holder.
-func (s *procScanner) attribute(h *api.Holder) {
-	if b, err := os.ReadFile(s.root.PID(h.PID, "comm")); err == nil {
+// attribute fills comm, cmdline, unit and container of a holder from its process
+// directory (dirfd: an open handle on /proc/PID, so a reused pid cannot be misread), with
+// one openat and one read per file into buf.
+func attribute(h *api.Holder, dirfd int, buf []byte) {
+	read := func(name string) []byte {
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil
+		}
+		defer unix.Close(fd)
+		n, err := unix.Read(fd, buf)
+		if err != nil || n <= 0 {
+			return nil
+		}
+		return buf[:n]
+	}
+	if b := read("comm"); b != nil {
 		h.Comm = string(bytes.TrimRight(b, "\n"))
 	}
-	if b, err := os.ReadFile(s.root.PID(h.PID, "cmdline")); err == nil {
+	if b := read("cmdline"); b != nil {
 		h.Cmdline = string(bytes.TrimRight(bytes.ReplaceAll(b, []byte{0}, []byte{' '}), " "))
 	}
-	if b, err := os.ReadFile(s.root.PID(h.PID, "cgroup")); err == nil {
+	if b := read("cgroup"); b != nil {
 		a := ParseCgroup(b)
 		h.Unit, h.Container = a.Unit, a.Container
 	}
+}
+
+// attributePID is attribute for a pid whose directory is not open yet.
+func attributePID(root hostroot.Root, h *api.Holder) {
+	dirfd, err := unix.Open(root.PID(h.PID), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(dirfd)
+	attribute(h, dirfd, make([]byte, 16<<10))
 }
 
 // kcmp(2) types (linux/kcmp.h).
