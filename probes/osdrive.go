@@ -267,7 +267,7 @@ func kernelHoldersFinding(rep *api.HoldersReport, path ADEPath) (api.Finding, bo
 	if len(lines) == 0 {
 		return f, false
 	}
-	f.Summary = strings.Join(lines, "; ")
+	f.Summary = strings.Join(lines, "; ") + "."
 	f.Remediation.Hint = "Unmount, swapoff, detach or unexport these before encryption; no process scan (fuser, lsof, ADE's own) sees them, and 'umount /oldroot' fails while they exist."
 	f.Severity, f.Blocker = api.SeverityHigh, true
 	if path != PathUnmount {
