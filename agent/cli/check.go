@@ -8,15 +8,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
+	"github.com/adeagent/adeagent/agent"
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/config"
 	"github.com/adeagent/adeagent/agent/sysd"
 	"github.com/adeagent/adeagent/probes"
-	"github.com/adeagent/adeagent/unmount"
 	"github.com/adeagent/adeagent/unmount/hostroot"
 )
 
@@ -113,83 +111,29 @@ func loadConfig(fs *flag.FlagSet, c *Common) (*config.Config, error) {
 	return cfg, flagErr
 }
 
-// buildEnv is everything the probes may look at, from the host root and the configuration.
+// buildEnv is everything the probes may look at, from the host root and the configuration
+// (agent.NewEnv, with systemd over D-Bus for the running host).
 func buildEnv(root hostroot.Root, cfg *config.Config) (*probes.Env, error) {
-	// A missing or unreadable os-release leaves the distribution unknown; the distro probe
-	// reports that, so it is not an error here.
-	d, _ := probes.LoadDistro(root)
-	d, err := d.WithPathOverride(cfg.ADE.Path)
-	if err != nil {
-		return nil, usageError{err.Error()}
-	}
-	env := &probes.Env{
-		Root:           root,
-		Distro:         d,
-		ConnectTimeout: time.Duration(cfg.Network.ConnectTimeout),
-		OSDrive:        probes.NewOSDriveScan(root, unmount.Options{}),
-	}
-	for _, ep := range cfg.AllEndpoints() {
-		env.Endpoints = append(env.Endpoints, probes.Endpoint{Name: ep.Name, Addr: ep.Addr})
-	}
 	// systemd over D-Bus only for the running host with systemd as PID 1 (bounded by
 	// sysd.DefaultTimeout); any failure leaves Units nil and the probes fall back to /proc.
+	var units probes.Units
 	if u := sysd.ForRoot(context.Background(), root); u != nil {
-		env.Units = u
+		units = u
+	}
+	env, err := agent.NewEnv(root, cfg, units)
+	if err != nil {
+		return nil, usageError{err.Error()}
 	}
 	return env, nil
 }
 
-// check runs the probes and assembles the report of a one-shot check.
+// check runs the probes and assembles the report of a one-shot check (agent.Check).
 func check(ctx context.Context, env *probes.Env, list []probes.Probe, opts probes.RunOptions, host string) *api.Report {
-	res := probes.Run(ctx, env, list, opts)
-	rep := &api.Report{
-		SchemaVersion: api.SchemaVersion,
-		GeneratedAt:   res.Started.UTC().Truncate(time.Second),
-		Hostname:      host,
-		Ready:         res.Ready(),
-		Phase:         api.PhaseObserving,
-		Findings:      res.Findings,
-		Holders:       []api.Holder{},
-		Quiesced:      []api.QuiescedUnit{},
-		ADE: &api.ADEState{
-			Distro:  env.Distro.Name(),
-			Support: string(env.Distro.Support),
-			Path:    string(env.Distro.Path),
-		},
-		Probes:     res.Probes,
-		DurationMS: float64(res.Duration.Microseconds()) / 1000,
-	}
-	if rep.Findings == nil {
-		rep.Findings = []api.Finding{}
-	}
-	// The holders list comes from the OS-drive scan the os-drive probe already ran; it is
-	// never started here just for the list.
-	for _, p := range res.Probes {
-		if p.Name == "os-drive" && p.Status == api.ProbeOK && env.OSDrive != nil {
-			if hr, err := env.OSDrive.Get(ctx); err == nil && hr != nil && hr.Holders != nil {
-				rep.Holders = hr.Holders
-			}
-		}
-	}
-	return rep
+	return agent.Check(ctx, env, list, opts, host)
 }
 
-// hostname is the name of the machine under root: the kernel's for the host, else what
-// the root's procfs or /etc/hostname say.
-func hostname(root hostroot.Root) string {
-	if root.IsHost() {
-		if h, err := os.Hostname(); err == nil {
-			return h
-		}
-	}
-	if b, err := os.ReadFile(root.Proc("sys", "kernel", "hostname")); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b))
-	}
-	if b, err := root.ReadFile("/etc/hostname"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b))
-	}
-	return "unknown"
-}
+// hostname is the name of the machine under root (agent.Hostname).
+func hostname(root hostroot.Root) string { return agent.Hostname(root) }
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
