@@ -60,6 +60,7 @@ var (
 	flagAdeagent = flag.String("adeagent", "", "adeagent binary (default: go build ./cmd/adeagent into a temp dir)")
 	flagJSON     = flag.Bool("json", false, "print the results as JSON")
 	flagHold     = flag.Bool("hold", false, "set up the mount and the holders, print the mount point, and wait for Ctrl-C (for profiling)")
+	flagDiffF    = flag.Int("diff-f", 10, "after the main rounds, restart the holders with this many files each and time adeagent and the floor again, for the marginal cost per fd; 0: skip")
 	flagQuiet    = flag.Float64("quiet", 10, "before each round, wait (up to -quiet-wait) until other processes use less than this `percent` of all CPUs; 0: don't wait")
 	flagQuietMax = flag.Duration("quiet-wait", 2*time.Minute, "longest wait for a quiet machine per round")
 )
@@ -180,6 +181,11 @@ func (b *bench) run() error {
 	res, err := b.measure(bin, dev)
 	if err != nil {
 		return err
+	}
+	if F2 := *flagDiffF; F2 > 0 && F2 < F {
+		if err := b.measureMarginal(res, bin, dev, F2); err != nil {
+			return err
+		}
 	}
 	if *flagJSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -350,6 +356,93 @@ func (b *bench) cleanup() {
 	})
 }
 
+// stopHolders kills and reaps the holders (by pid, never by name).
+func (b *bench) stopHolders() {
+	b.mu.Lock()
+	holders := b.holders
+	b.holders = nil
+	b.mu.Unlock()
+	for _, pid := range holders {
+		unix.Kill(pid, unix.SIGKILL)
+	}
+	for _, pid := range holders {
+		unix.Wait4(pid, nil, 0, nil)
+	}
+}
+
+// openFiles opens the first F files on the mount for the next startHolders.
+func (b *bench) openFiles(F int) error {
+	for i := range F {
+		f, err := os.Open(filepath.Join(b.mnt, "f"+strconv.Itoa(i)))
+		if err != nil {
+			return setupf("%v", err)
+		}
+		b.mu.Lock()
+		b.files = append(b.files, f)
+		b.mu.Unlock()
+	}
+	return nil
+}
+
+// measureMarginal restarts the P holders with F2 files each and times adeagent and the
+// floor again. The difference to the main rounds, divided by the difference in fds, is
+// the marginal cost of one more fd — the research's "per extra fd" figure, free of the
+// per-process work (cwd/root/exe, maps, attribution) both workloads share.
+func (b *bench) measureMarginal(r *Results, bin string, dev uint64, F2 int) error {
+	b.stopHolders()
+	if err := b.openFiles(F2); err != nil {
+		return err
+	}
+	if err := b.startHolders(r.P, F2); err != nil {
+		return err
+	}
+	outPath := filepath.Join(b.tmp, "out")
+	errPath := filepath.Join(b.tmp, "err")
+	adeagent := []string{bin, "holders", "--mount", b.mnt, "--json"}
+	var scan, floor Series
+	fds2, floorFDs2 := 0, 0
+	for i := -1; i < r.Runs; i++ {
+		waitQuiet(*flagQuiet, *flagQuietMax)
+		if i < 0 {
+			logf("marginal: warmup at F=%d", F2)
+		} else {
+			logf("marginal: run %d/%d", i+1, r.Runs)
+		}
+		_, _, out, err := runTool(adeagent, outPath, errPath, true, 1)
+		if err != nil {
+			return err
+		}
+		var rep api.HoldersReport
+		if err := json.Unmarshal(out, &rep); err != nil {
+			return fmt.Errorf("adeagent --json output: %v", err)
+		}
+		if rep.Stats.FDs < r.P*F2 {
+			return fmt.Errorf("marginal: adeagent saw %d fds, want ≥ %d", rep.Stats.FDs, r.P*F2)
+		}
+		fl, err := floorScan(dev, 4, false)
+		if err != nil {
+			return err
+		}
+		if fl.matches < r.P*F2 {
+			return fmt.Errorf("marginal: floor saw %d fds on the mount, want ≥ %d", fl.matches, r.P*F2)
+		}
+		if i >= 0 {
+			scan.add(rep.Stats.DurationMS)
+			floor.add(ms(fl.dur))
+		}
+		fds2, floorFDs2 = rep.Stats.FDs, fl.fds
+	}
+	scan.finish()
+	floor.finish()
+	r.DiffF = F2
+	r.AdeagentScanDiffF, r.FloorDiffF = scan, floor
+	r.MarginalUSPerFD = 1000 * (r.AdeagentScan.Median - scan.Median) / float64(r.AdeagentFDs-fds2)
+	r.FloorMarginalUSPerFD = 1000 * (r.Floor.Median - floor.Median) / float64(r.SystemFDs-floorFDs2)
+	r.MarginalRatio = r.MarginalUSPerFD / r.FloorMarginalUSPerFD
+	r.Pass["perfd-marginal"] = r.MarginalRatio <= targetPerFD
+	return nil
+}
+
 // Results is what one benchmark run measured. Times are milliseconds; medians over Runs.
 type Results struct {
 	P                int     `json:"p"`
@@ -383,7 +476,14 @@ type Results struct {
 	FloorUSPerFD     float64 `json:"floor_us_per_fd"`
 	FloorProcUSPerFD float64 `json:"floor_proc_us_per_fd"`
 	PerFDRatio       float64 `json:"scan_over_floor_per_fd"`
-	WallPerFDRatio   float64 `json:"wall_over_floor_per_fd"`
+	// The marginal rounds (-diff-f): the same P holders with DiffF files each.
+	DiffF                int     `json:"diff_f,omitempty"`
+	AdeagentScanDiffF    Series  `json:"adeagent_scan_ms_diff_f"`
+	FloorDiffF           Series  `json:"floor_ms_diff_f"`
+	MarginalUSPerFD      float64 `json:"adeagent_marginal_us_per_fd,omitempty"`
+	FloorMarginalUSPerFD float64 `json:"floor_marginal_us_per_fd,omitempty"`
+	MarginalRatio        float64 `json:"marginal_over_floor_per_fd,omitempty"`
+	WallPerFDRatio       float64 `json:"wall_over_floor_per_fd"`
 	// CPU used by other processes (and stolen by the hypervisor) during the timed runs,
 	// in percent of all CPUs: above a few percent the timings are noisy.
 	ForeignCPU float64         `json:"foreign_cpu_pct"`
@@ -804,8 +904,15 @@ func (r *Results) print(w io.Writer) {
 	fmt.Fprintf(w, "%-40s %11.2f× %10s  %s\n", "lsof ÷ adeagent (wall)", r.LsofRatio, fmt.Sprintf("≥ %.1f×", targetLsof), pf(r.Pass["lsof"]))
 	fmt.Fprintf(w, "%-40s %12s %10s  %s\n", "adeagent peak RSS (max over runs)", rss, fmt.Sprintf("< %.0f MiB", targetRSSMiB), pf(r.Pass["rss"]))
 	fmt.Fprintf(w, "%-40s %11.2f× %10s  %s\n", "per-fd: adeagent in-scan ÷ floor", r.PerFDRatio, fmt.Sprintf("≤ %.1f×", targetPerFD), pf(r.Pass["perfd"]))
+	if r.DiffF > 0 {
+		fmt.Fprintf(w, "%-40s %11.2f× %10s  %s\n", fmt.Sprintf("marginal per fd (F=%d→%d) ÷ floor's", r.DiffF, r.F), r.MarginalRatio, fmt.Sprintf("≤ %.1f×", targetPerFD), pf(r.Pass["perfd-marginal"]))
+	}
 	fmt.Fprintf(w, "\nper fd: adeagent in-scan %.3f µs, adeagent wall %.3f µs (%.2f× floor), floor %.3f µs; floor + cwd/root/exe/maps %.3f µs (in-scan is %.2f× that)\n",
 		r.ScanUSPerFD, r.WallUSPerFD, r.WallPerFDRatio, r.FloorUSPerFD, r.FloorProcUSPerFD, r.ScanUSPerFD/r.FloorProcUSPerFD)
+	if r.DiffF > 0 {
+		fmt.Fprintf(w, "marginal per fd, F=%d vs F=%d: adeagent %.3f µs (in-scan %.1f → %.1f ms), floor %.3f µs (%.1f → %.1f ms)\n",
+			r.DiffF, r.F, r.MarginalUSPerFD, r.AdeagentScanDiffF.Median, r.AdeagentScan.Median, r.FloorMarginalUSPerFD, r.FloorDiffF.Median, r.Floor.Median)
+	}
 	fmt.Fprintf(w, "other load during the timed runs: %.1f%% of all CPUs used by other processes, %.1f%% stolen (noisy above a few %%)\n",
 		r.ForeignCPU, r.StealCPU)
 	if r.FirstIncomplete != "" {
