@@ -1,0 +1,476 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/user"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/adeagent/adeagent/agent/api"
+	"github.com/adeagent/adeagent/agent/version"
+)
+
+// PseudoHost is the only Host a request may name (besides none). The socket has no host
+// name; refusing every other Host keeps a web page that reaches the socket through a
+// proxy or a DNS-rebinding trick from talking to the API (as tailscale's validHost does).
+// The client sends requests to http://local-adeagent.sock/v1/….
+const PseudoHost = "local-adeagent.sock"
+
+// WaitResultHeader says how GET /v1/status?wait=ready ended: "ready" when the report
+// became ready, "timeout" when the timeout passed first. The body is the current report
+// either way.
+const WaitResultHeader = "Adeagent-Wait-Result"
+
+// Defaults of Options.
+const (
+	DefaultMaxBodyBytes   = 64 << 10
+	DefaultHoldersTimeout = 60 * time.Second
+	DefaultShutdownGrace  = 5 * time.Second
+)
+
+// MetricsContentType is the content type of GET /v1/metrics (Prometheus text format).
+const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// Options configure a Server. The zero value works: no operator group, a no-op logger.
+type Options struct {
+	// Logger receives refusals, panics and serve errors. Nil logs nothing.
+	Logger *zap.Logger
+	// OperatorGroup names a group whose members may use the write routes besides uid 0.
+	// Empty: only root may write. A group that does not exist admits nobody (and is logged).
+	OperatorGroup string
+	// Version is sent in api.VersionHeader; default version.Version.
+	Version string
+	// MaxBodyBytes limits request bodies; default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// HoldersTimeout bounds Backend.Holders per request; default DefaultHoldersTimeout.
+	HoldersTimeout time.Duration
+	// ShutdownGrace is how long Serve waits for requests after ctx is done; default
+	// DefaultShutdownGrace.
+	ShutdownGrace time.Duration
+}
+
+// Server is the socket API: an http.Handler over a Backend.
+type Server struct {
+	b    Backend
+	opts Options
+	log  *zap.Logger
+
+	operatorGID string // resolved OperatorGroup gid; "" when none
+	// groupIDs lists the group ids of a uid (supplementary included); a field so that
+	// tests can fake the user database.
+	groupIDs func(uid uint32) ([]string, error)
+
+	streams atomic.Int64 // open GET /v1/events streams, for tests
+}
+
+// New returns the API server for b.
+func New(b Backend, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Version == "" {
+		opts.Version = version.Version
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.HoldersTimeout <= 0 {
+		opts.HoldersTimeout = DefaultHoldersTimeout
+	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = DefaultShutdownGrace
+	}
+	s := &Server{b: b, opts: opts, log: opts.Logger, groupIDs: userGroupIDs}
+	if opts.OperatorGroup != "" {
+		g, err := user.LookupGroup(opts.OperatorGroup)
+		if err != nil {
+			s.log.Warn("api: operator group not found; only root may use the write routes",
+				zap.String("group", opts.OperatorGroup), zap.Error(err))
+		} else {
+			s.operatorGID = g.Gid
+		}
+	}
+	return s
+}
+
+func userGroupIDs(uid uint32) ([]string, error) {
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
+		return nil, fmt.Errorf("look up uid %d: %w", uid, err)
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("groups of uid %d: %w", uid, err)
+	}
+	return ids, nil
+}
+
+// Serve answers requests on ln until ctx is done, then stops accepting, ends long polls
+// and event streams, and waits up to Options.ShutdownGrace for the requests in flight.
+// It closes ln. It returns nil after a shutdown caused by ctx.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+	hs := &http.Server{
+		Handler:     s,
+		ConnContext: connContext,
+		BaseContext: func(net.Listener) context.Context { return baseCtx },
+		// No ReadTimeout: its deadline stays on the connection while the handler runs and
+		// would cancel long polls and event streams. Bodies are bounded by MaxBodyBytes.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	// Long polls and event streams watch their request context, which derives from
+	// baseCtx: cancel it so that they end and Shutdown does not wait for them.
+	cancelBase()
+	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+		return fmt.Errorf("shut down the API server: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// access levels of the routes.
+type access int
+
+const (
+	read  access = iota // anyone the socket's mode lets connect
+	write               // uid 0 or a member of the operator group
+)
+
+type route struct {
+	path   string // after /v1/
+	method string
+	access access
+	// beforeReport: the route answers before the first evaluation finished (else 503).
+	beforeReport bool
+	// ownQuery: the handler parses the query itself; other routes take no parameters.
+	ownQuery bool
+	handler  func(s *Server, w http.ResponseWriter, r *http.Request, q string)
+}
+
+// routes is the route table, sorted by path (TestRoutesSorted keeps it so).
+var routes = []route{
+	{path: "events", method: http.MethodGet, access: read, handler: (*Server).events},
+	{path: "holders", method: http.MethodGet, access: read, handler: (*Server).holders},
+	{path: "metrics", method: http.MethodGet, access: read, beforeReport: true, handler: (*Server).metrics},
+	{path: "prepare", method: http.MethodPost, access: write, handler: (*Server).action},
+	{path: "report", method: http.MethodGet, access: read, handler: (*Server).report},
+	{path: "restore", method: http.MethodPost, access: write, handler: (*Server).action},
+	// status checks its own query and waits for the first report when asked to.
+	{path: "status", method: http.MethodGet, access: read, beforeReport: true, ownQuery: true, handler: (*Server).status},
+}
+
+func findRoute(path string) (route, bool) {
+	i, ok := slices.BinarySearchFunc(routes, path, func(r route, p string) int { return strings.Compare(r.path, p) })
+	if !ok {
+		return route{}, false
+	}
+	return routes[i], true
+}
+
+// ServeHTTP checks the request (host, origin, route, method, access, query) and
+// dispatches it. It never lets a panic escape: the client gets 500 and the log a line.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rw := &responseWriter{ResponseWriter: w}
+	defer s.recoverPanic(rw, r)
+	rw.Header().Set(api.VersionHeader, s.opts.Version)
+	peer := PeerFromContext(r.Context())
+
+	if r.Host != "" && r.Host != PseudoHost {
+		s.refuse(rw, r, peer, http.StatusForbidden, fmt.Sprintf("invalid Host %q: want %q or none", r.Host, PseudoHost))
+		return
+	}
+	if r.Header.Get("Origin") != "" || r.Header.Get("Referer") != "" {
+		s.refuse(rw, r, peer, http.StatusForbidden, "requests with an Origin or Referer header are refused (browser requests are not allowed)")
+		return
+	}
+	name, ok := strings.CutPrefix(r.URL.Path, "/v1/")
+	if !ok {
+		writeError(rw, http.StatusNotFound, fmt.Sprintf("no route %s: the API lives under /v1/", r.URL.Path))
+		return
+	}
+	rt, ok := findRoute(name)
+	if !ok {
+		writeError(rw, http.StatusNotFound, fmt.Sprintf("no route %s", r.URL.Path))
+		return
+	}
+	if r.Method != rt.method {
+		rw.Header().Set("Allow", rt.method)
+		writeError(rw, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, rt.method))
+		return
+	}
+	if rt.access == write {
+		if err := s.mayWrite(peer); err != nil {
+			s.refuse(rw, r, peer, http.StatusForbidden, err.Error())
+			return
+		}
+	}
+	if !rt.ownQuery {
+		if _, err := parseQuery(r.URL.RawQuery); err != nil {
+			writeError(rw, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	if !rt.beforeReport && s.b.Report() == nil {
+		writeError(rw, http.StatusServiceUnavailable, "not ready")
+		return
+	}
+	r.Body = http.MaxBytesReader(rw, r.Body, s.opts.MaxBodyBytes)
+	rt.handler(s, rw, r, r.URL.RawQuery)
+}
+
+// mayWrite says whether peer may use the write routes: uid 0, or a member (primary or
+// supplementary) of the operator group.
+func (s *Server) mayWrite(p Peer) error {
+	if p.Err != nil {
+		return fmt.Errorf("write access needs known peer credentials: %v", p.Err)
+	}
+	if p.UID == 0 {
+		return nil
+	}
+	if s.operatorGID != "" {
+		if strconv.FormatUint(uint64(p.GID), 10) == s.operatorGID {
+			return nil
+		}
+		ids, err := s.groupIDs(p.UID)
+		if err == nil && slices.Contains(ids, s.operatorGID) {
+			return nil
+		}
+		return fmt.Errorf("write access denied: uid %d is neither root nor in group %s", p.UID, s.opts.OperatorGroup)
+	}
+	return fmt.Errorf("write access denied: uid %d is not root", p.UID)
+}
+
+// refuse answers a refused request and logs who asked.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, p Peer, code int, msg string) {
+	fields := []zap.Field{
+		zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("reason", msg),
+	}
+	if p.Err == nil {
+		fields = append(fields, zap.Uint32("uid", p.UID), zap.Int32("pid", p.PID))
+	} else {
+		fields = append(fields, zap.NamedError("peer_error", p.Err))
+	}
+	s.log.Warn("api: request refused", fields...)
+	writeError(w, code, msg)
+}
+
+func (s *Server) recoverPanic(w *responseWriter, r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler { //nolint:errorlint // net/http compares it the same way
+		panic(v)
+	}
+	p := PeerFromContext(r.Context())
+	s.log.Error("api: handler panic", zap.String("method", r.Method), zap.String("path", r.URL.Path),
+		zap.Stringer("peer", p), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+	if !w.wroteHeader {
+		writeError(w, http.StatusInternalServerError, "internal error (logged by the daemon)")
+	}
+}
+
+// status is GET /v1/status[?wait=ready&timeout=D].
+func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
+	q, err := ParseStatusQuery(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !q.WaitReady {
+		rep := s.b.Report()
+		if rep == nil {
+			writeError(w, http.StatusServiceUnavailable, "not ready")
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+		return
+	}
+	timer := time.NewTimer(q.Timeout)
+	defer timer.Stop()
+	for {
+		// Take the channel before the report, so that a report published in between
+		// closes the channel we wait on.
+		changed := s.b.Changed()
+		if rep := s.b.Report(); rep != nil && rep.Ready {
+			w.Header().Set(WaitResultHeader, "ready")
+			writeJSON(w, http.StatusOK, rep)
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			rep := s.b.Report()
+			w.Header().Set(WaitResultHeader, "timeout")
+			if rep == nil {
+				writeError(w, http.StatusServiceUnavailable, "not ready")
+				return
+			}
+			writeJSON(w, http.StatusOK, rep)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// report is GET /v1/report.
+func (s *Server) report(w http.ResponseWriter, r *http.Request, _ string) {
+	rep := s.b.Report()
+	if rep == nil {
+		writeError(w, http.StatusServiceUnavailable, "not ready")
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// holders is GET /v1/holders.
+func (s *Server) holders(w http.ResponseWriter, r *http.Request, _ string) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.HoldersTimeout)
+	defer cancel()
+	hr, err := s.b.Holders(ctx)
+	if err != nil {
+		s.log.Warn("api: holders failed", zap.Error(err))
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("holders: %v", err))
+		return
+	}
+	if hr == nil {
+		writeError(w, http.StatusServiceUnavailable, "not ready")
+		return
+	}
+	writeJSON(w, http.StatusOK, hr)
+}
+
+// metrics is GET /v1/metrics.
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ string) {
+	var buf bytes.Buffer
+	if err := s.b.WriteMetrics(&buf); err != nil {
+		s.log.Warn("api: metrics failed", zap.Error(err))
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("metrics: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", MetricsContentType)
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// events is GET /v1/events: one JSON object per line, flushed per event, until the
+// client goes away or the server shuts down.
+func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {
+	s.streams.Add(1)
+	defer s.streams.Add(-1)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel() // ends the subscription whichever way the stream ends
+	ch := s.b.Subscribe(ctx)
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-ch:
+			if !ok {
+				return
+			}
+			if err := enc.Encode(ev); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// action is POST /v1/prepare and POST /v1/restore: access was checked; the actions come
+// with issue 6.
+func (s *Server) action(w http.ResponseWriter, r *http.Request, _ string) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit))
+			return
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("read body: %v", err))
+		return
+	}
+	if _, err := ParseActionBody(body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeError(w, http.StatusNotImplemented, "not implemented yet (issue 6)")
+}
+
+// writeJSON answers with v as indented JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(api.Error{Error: fmt.Sprintf("encode the answer: %v", err)})
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.Error{Error: msg})
+}
+
+// responseWriter remembers whether the header was sent, for the panic handler.
+type responseWriter struct {
+	http.ResponseWriter
+	wroteHeader bool
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	w.wroteHeader = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's Flush.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
