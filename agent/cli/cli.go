@@ -3,12 +3,16 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
+	"github.com/adeagent/adeagent/agent"
+	"github.com/adeagent/adeagent/agent/config"
 	"github.com/adeagent/adeagent/agent/version"
 	"github.com/adeagent/adeagent/unmount/hostroot"
 )
@@ -149,8 +153,39 @@ func runVersion(args []string, stdout, stderr io.Writer) (int, error) {
 	return ExitOK, nil
 }
 
+// runDaemon is `adeagent run` (and `adeagent` with no arguments): the daemon in the
+// foreground, for systemd Type=notify. Exit 0 after SIGTERM/SIGINT, agent.ExitStripdown
+// when ADE's stripdown is under way, 2 for a configuration error, 1 for other failures.
 func runDaemon(args []string, stdout, stderr io.Writer) (int, error) {
-	return ExitUsage, errors.New("the daemon is not implemented yet (issue 4); use 'adeagent check' or 'adeagent holders'")
+	var c Common
+	fs := newFlagSet("run", stderr, &c)
+	interval := fs.Duration("interval", agent.DefaultInterval, "re-evaluate readiness this often")
+	logFormat := fs.String("log-format", "json", "log `format`: json or console")
+	if err := parse(fs, args); err != nil {
+		return ExitUsage, err
+	}
+	if *interval < 100*time.Millisecond {
+		return ExitUsage, usagef("--interval %s: want at least 100ms", *interval)
+	}
+	cfg, err := loadConfig(fs, &c)
+	if err != nil {
+		return ExitUsage, err
+	}
+	root, err := c.Root()
+	if err != nil {
+		return ExitUsage, usagef("--root: %v", err)
+	}
+	d, err := agent.New(cfg, agent.Options{
+		Root:       root,
+		LoadConfig: func() (*config.Config, error) { return loadConfig(fs, &c) },
+		Interval:   *interval,
+		LogFormat:  *logFormat,
+		Stderr:     stderr,
+	})
+	if err != nil {
+		return ExitUsage, usageError{err.Error()}
+	}
+	return d.Run(context.Background())
 }
 
 // isTerminal reports whether w is a terminal, for colour decisions.
