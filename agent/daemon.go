@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -222,6 +223,7 @@ func (d *Daemon) Run(ctx context.Context) (int, error) {
 
 	mountsChanged := watchMounts(ctx, d.root, d.log)
 
+	d.maybeStall(ctx)
 	d.evaluate(ctx)
 	if ctx.Err() == nil {
 		if sd, err := d.stripdown(); err == nil && sd != "" {
@@ -360,6 +362,7 @@ func (d *Daemon) evaluate(ctx context.Context) {
 		return // cancelled by shutdown: the report is incomplete
 	}
 	now := time.Now()
+	prev := d.Report()
 	d.publish(rep, holders, now)
 	fields := []zap.Field{
 		zap.Bool("ready", rep.Ready),
@@ -378,7 +381,14 @@ func (d *Daemon) evaluate(ctx context.Context) {
 	if len(failed) > 0 {
 		fields = append(fields, zap.Strings("failed_probes", failed))
 	}
-	d.log.Info("evaluation finished", fields...)
+	// Every evaluation at debug level; at info only when the outcome changed, so the
+	// journal gets a line per change rather than one a minute.
+	if prev == nil || prev.Ready != rep.Ready || !slices.Equal(blockerKeys(prev), blockerKeys(rep)) ||
+		len(prev.Holders) != len(rep.Holders) || len(failed) > 0 {
+		d.log.Info("evaluation finished", fields...)
+	} else {
+		d.log.Debug("evaluation finished", fields...)
+	}
 }
 
 // publish makes rep the current report, wakes Changed waiters and sends events.
