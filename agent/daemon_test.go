@@ -395,15 +395,6 @@ func (n *notifyListener) count(line string) int {
 	return k
 }
 
-func (n *notifyListener) has(prefix string) bool {
-	for _, l := range n.lines() {
-		if strings.HasPrefix(l, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
 func TestDaemonNotifyReadyStatusWatchdog(t *testing.T) {
 	dir, err := os.MkdirTemp("", "adn-")
 	if err != nil {
