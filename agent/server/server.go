@@ -27,12 +27,12 @@ import (
 // name; refusing every other Host keeps a web page that reaches the socket through a
 // proxy or a DNS-rebinding trick from talking to the API (as tailscale's validHost does).
 // The client sends requests to http://local-adeagent.sock/v1/….
-const PseudoHost = "local-adeagent.sock"
+const PseudoHost = api.PseudoHost
 
 // WaitResultHeader says how GET /v1/status?wait=ready ended: "ready" when the report
 // became ready, "timeout" when the timeout passed first. The body is the current report
 // either way.
-const WaitResultHeader = "Adeagent-Wait-Result"
+const WaitResultHeader = api.WaitResultHeader
 
 // Defaults of Options.
 const (

@@ -1,0 +1,276 @@
+package api_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/adeagent/adeagent/agent/api"
+	"github.com/adeagent/adeagent/agent/server"
+	"github.com/adeagent/adeagent/agent/version"
+)
+
+// backend is a minimal in-memory server.Backend.
+type backend struct {
+	mu      sync.Mutex
+	rep     *api.Report
+	changed chan struct{}
+	events  chan api.Event // the one subscriber's channel
+	subbed  chan struct{}
+}
+
+func newBackend(rep *api.Report) *backend {
+	return &backend{rep: rep, changed: make(chan struct{}), events: make(chan api.Event, 16), subbed: make(chan struct{}, 16)}
+}
+
+func (b *backend) Report() *api.Report {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rep
+}
+
+func (b *backend) Changed() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.changed
+}
+
+func (b *backend) set(rep *api.Report) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rep = rep
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+func (b *backend) Holders(context.Context) (*api.HoldersReport, error) {
+	return &api.HoldersReport{SchemaVersion: 1, Holders: []api.Holder{{Kind: api.KindProcess, PID: 7, Comm: "mongod"}}}, nil
+}
+
+func (b *backend) Subscribe(ctx context.Context) <-chan api.Event {
+	out := make(chan api.Event)
+	b.subbed <- struct{}{}
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-b.events:
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+func (b *backend) WriteMetrics(w io.Writer) error {
+	_, err := io.WriteString(w, "adeagent_ready 1\n")
+	return err
+}
+
+func report(ready bool) *api.Report {
+	return &api.Report{SchemaVersion: 1, Hostname: "vm1", Ready: ready, Phase: api.PhaseObserving}
+}
+
+func serve(t *testing.T, b server.Backend, opts server.Options) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "adeagent.sock")
+	ln, err := server.Listen(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- server.New(b, opts).Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	return path
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestUnreachable(t *testing.T) {
+	dir := t.TempDir()
+	c := &api.Client{Socket: filepath.Join(dir, "missing.sock")}
+	_, err := c.Status(ctx(t), false, 0)
+	var ue *api.UnreachableError
+	if !errors.Is(err, api.ErrDaemonUnreachable) || !errors.As(err, &ue) || !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("missing socket: %v", err)
+	}
+	// A socket file nobody listens on.
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	_, _, err = (&api.Client{Socket: stale}).Report(ctx(t))
+	if !errors.Is(err, api.ErrDaemonUnreachable) || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("stale socket: %v", err)
+	}
+	if !strings.Contains(err.Error(), stale) {
+		t.Errorf("error does not name the socket: %v", err)
+	}
+}
+
+func TestClientRoutes(t *testing.T) {
+	b := newBackend(report(false))
+	var warnings []string
+	c := &api.Client{
+		Socket:            serve(t, b, server.Options{Version: "9.9.9-test"}),
+		OnVersionMismatch: func(cl, d string) { warnings = append(warnings, cl+" != "+d) },
+	}
+	st, err := c.Status(ctx(t), false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Report.Ready || st.Report.Hostname != "vm1" || st.TimedOut || !strings.Contains(string(st.Raw), `"schema_version": 1`) {
+		t.Fatalf("status %+v raw %s", st.Report, st.Raw)
+	}
+	if _, raw, err := c.Report(ctx(t)); err != nil || !strings.Contains(string(raw), `"hostname": "vm1"`) {
+		t.Fatalf("report: %v %s", err, raw)
+	}
+	hr, _, err := c.Holders(ctx(t))
+	if err != nil || len(hr.Holders) != 1 || hr.Holders[0].Comm != "mongod" {
+		t.Fatalf("holders %+v %v", hr, err)
+	}
+	m, err := c.Metrics(ctx(t))
+	if err != nil || m != "adeagent_ready 1\n" {
+		t.Fatalf("metrics %q %v", m, err)
+	}
+	v, err := c.DaemonVersion(ctx(t))
+	if err != nil || v != "9.9.9-test" {
+		t.Fatalf("daemon version %q %v", v, err)
+	}
+	if len(warnings) != 1 || warnings[0] != version.Version+" != 9.9.9-test" {
+		t.Errorf("version warnings %q, want exactly one", warnings)
+	}
+
+	// Long poll: timeout, then ready.
+	st, err = c.Status(ctx(t), true, 100*time.Millisecond)
+	if err != nil || !st.TimedOut || st.Report.Ready {
+		t.Fatalf("wait with timeout: %+v %v", st, err)
+	}
+	got := make(chan *api.StatusResult, 1)
+	go func() {
+		st, err := c.Status(context.Background(), true, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- st
+	}()
+	b.set(report(true))
+	select {
+	case st := <-got:
+		if st == nil || st.TimedOut || !st.Report.Ready {
+			t.Fatalf("wait: %+v", st)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("wait did not return when ready")
+	}
+}
+
+func TestAPIErrors(t *testing.T) {
+	c := &api.Client{Socket: serve(t, newBackend(nil), server.Options{})}
+	_, err := c.Status(ctx(t), false, 0)
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Status != 503 || ae.Message != "not ready" {
+		t.Fatalf("before the first report: %v", err)
+	}
+	if errors.Is(err, api.ErrDaemonUnreachable) {
+		t.Error("an answering daemon is not unreachable")
+	}
+	// The version still comes through.
+	if v, err := c.DaemonVersion(ctx(t)); err != nil || v != version.Version {
+		t.Fatalf("version %q %v", v, err)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	b := newBackend(report(true))
+	c := &api.Client{Socket: serve(t, b, server.Options{})}
+	cx, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	done := make(chan error, 1)
+	var seen []api.Event
+	go func() {
+		done <- c.Events(cx, func(ev api.Event) error {
+			seen = append(seen, ev)
+			if len(seen) == 3 {
+				return fmt.Errorf("enough")
+			}
+			return nil
+		})
+	}()
+	<-b.subbed
+	for i := range 3 {
+		b.events <- api.Event{SchemaVersion: 1, Type: api.EventReport, Holders: i + 1}
+	}
+	select {
+	case err := <-done:
+		if err == nil || err.Error() != "enough" {
+			t.Fatalf("Events returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Events did not return")
+	}
+	for i, ev := range seen {
+		if ev.Holders != i+1 || ev.Type != api.EventReport {
+			t.Errorf("event %d: %+v", i, ev)
+		}
+	}
+
+	// Cancelling the context ends the stream with the context's error.
+	cx2, cancel2 := context.WithCancel(ctx(t))
+	done2 := make(chan error, 1)
+	go func() { done2 <- c.Events(cx2, func(api.Event) error { return nil }) }()
+	<-b.subbed
+	cancel2()
+	select {
+	case err := <-done2:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("after cancel: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Events ignored its context")
+	}
+}
+
+func TestPermissionDeniedIsUnreachable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root connects to any socket")
+	}
+	path := serve(t, newBackend(report(true)), server.Options{})
+	if err := os.Chmod(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := (&api.Client{Socket: path}).Status(ctx(t), false, 0)
+	if !errors.Is(err, api.ErrDaemonUnreachable) || !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("%v", err)
+	}
+}
