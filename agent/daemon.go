@@ -230,8 +230,10 @@ func (d *Daemon) Run(ctx context.Context) (int, error) {
 			return d.exitStripdown(sd)
 		}
 	}
-	d.notify("READY=1\nSTATUS=" + d.statusLine())
-	d.log.Info("ready to serve", zap.String("status", d.statusLine()))
+	if ctx.Err() == nil {
+		d.notify("READY=1\nSTATUS=" + d.statusLine())
+		d.log.Info("ready to serve", zap.String("status", d.statusLine()))
+	}
 
 	wd, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil {
@@ -607,11 +609,13 @@ func (d *Daemon) maybeStall(ctx context.Context) {
 }
 
 // stripdown says why ADE's stripdown looks under way ("" when it does not): the root
-// filesystem is a tmpfs and /oldroot is a mount point, read through the host root.
+// filesystem is a tmpfs and /oldroot is a mount point. It reads PID 1's mount table
+// through the host root: that is the host's mount namespace even when the daemon runs in
+// a private one (ProtectSystem=, PrivateTmp=), and ADE's pivot_root moves PID 1's root.
 func (d *Daemon) stripdown() (string, error) {
-	mounts, err := unmount.ReadMountInfo(d.root)
+	mounts, err := hostMounts(d.root)
 	if err != nil {
-		return "", fmt.Errorf("mount table: %w", err)
+		return "", err
 	}
 	rootMount, ok := unmount.MountFor(mounts, "/")
 	if !ok || rootMount.FSType != "tmpfs" {
@@ -623,6 +627,25 @@ func (d *Daemon) stripdown() (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// hostMounts reads the host's mount table: PID 1's, else (a fixture root without it)
+// what unmount.ReadMountInfo finds.
+func hostMounts(root hostroot.Root) ([]unmount.Mount, error) {
+	f, err := os.Open(root.Proc("1", "mountinfo"))
+	if err != nil {
+		mounts, err2 := unmount.ReadMountInfo(root)
+		if err2 != nil {
+			return nil, fmt.Errorf("mount table: %w", err)
+		}
+		return mounts, nil
+	}
+	defer f.Close()
+	mounts, err := unmount.ParseMountInfo(f)
+	if err != nil {
+		return nil, fmt.Errorf("mount table %s: %w", f.Name(), err)
+	}
+	return mounts, nil
 }
 
 // exitStripdown persists what the daemon knows and returns ExitStripdown.

@@ -16,13 +16,14 @@ import (
 const mountPollTimeout = 5000 // ms
 
 // watchMounts signals (coalesced, buffer 1) whenever the host's mount table changes: the
-// kernel raises POLLPRI on /proc/self/mountinfo at every mount and unmount, so ADE's
+// kernel raises POLLPRI on /proc/1/mountinfo (PID 1's namespace, the host's) at every
+// mount and unmount in it, so ADE's
 // stripdown (a tmpfs root and /oldroot) is seen at once rather than at the next
 // evaluation, without polling the table. On a fixture root (a regular file) it never fires
 // and the main loop's checks at each evaluation remain.
 func watchMounts(ctx context.Context, root hostroot.Root, log *zap.Logger) <-chan struct{} {
 	ch := make(chan struct{}, 1)
-	f, err := os.Open(root.Proc("self", "mountinfo"))
+	f, err := os.Open(root.Proc("1", "mountinfo"))
 	if err != nil {
 		log.Debug("mount table watch unavailable", zap.Error(err))
 		return ch
