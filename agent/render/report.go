@@ -57,7 +57,7 @@ func Report(w io.Writer, rep *api.Report, colour bool) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  Host:    %s\n", rep.Hostname)
 	if a := rep.ADE; a != nil {
-		fmt.Fprintf(w, "  System:  %s; ADE: %s\n", a.Distro, describeADE(a))
+		fmt.Fprintf(w, "  System:  %s; ADE: %s\n", a.Distro, DescribeADE(a))
 	}
 
 	if len(blockers) > 0 {
@@ -128,8 +128,8 @@ func Report(w io.Writer, rep *api.Report, colour bool) {
 	fmt.Fprintln(w, probesLine)
 }
 
-// describeADE says what ADE does with this distribution, in words.
-func describeADE(a *api.ADEState) string {
+// DescribeADE says what ADE does with this distribution, in words.
+func DescribeADE(a *api.ADEState) string {
 	var support string
 	switch a.Support {
 	case "os":
