@@ -235,30 +235,24 @@ func (s *cnSocket) waitAck(ctx context.Context, ack uint32, q *queue) error {
 	}
 }
 
-func (s *cnSocket) read(buf []byte) (int, error) {
-	var n int
-	var rerr error
-	err := s.rc.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), buf)
-		return rerr != unix.EAGAIN
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, rerr
-}
+func (s *cnSocket) read(buf []byte) (int, error) { return rawRead(s.rc, buf, true) }
 
 // readCnProc reads events until the socket is closed (then it returns nil). ENOBUFS means
 // events were lost: q rescans.
 func readCnProc(s *cnSocket, q *queue) error {
 	buf := make([]byte, 64<<10)
+	wait := true
 	for {
-		n, err := s.read(buf)
+		n, err := rawRead(s.rc, buf, wait)
 		if err != nil {
 			switch {
 			case errors.Is(err, os.ErrClosed):
 				return nil
-			case errors.Is(err, unix.EINTR):
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				pace() // drained: let the next events gather
+				wait = true
 				continue
 			case errors.Is(err, unix.ENOBUFS):
 				q.rescan("proc connector: receive buffer overrun")
@@ -266,6 +260,7 @@ func readCnProc(s *cnSocket, q *queue) error {
 			}
 			return fmt.Errorf("proc connector read: %w", err)
 		}
+		wait = false
 		if derr := decodeCnProc(buf[:n], q.addProc); derr != nil {
 			q.rescan(derr.Error())
 		}

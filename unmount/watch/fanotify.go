@@ -184,25 +184,23 @@ func readFanotify(g *fanGroup, q *queue) error {
 		return fmt.Errorf("fanotify: %w", err)
 	}
 	buf := make([]byte, 64<<10)
+	wait := true
 	for {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, rerr = unix.Read(int(fd), buf)
-			return rerr != unix.EAGAIN
-		})
+		n, err := rawRead(rc, buf, wait)
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
+			switch {
+			case errors.Is(err, os.ErrClosed):
 				return nil
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				pace() // drained: let the next events gather
+				wait = true
+				continue
 			}
 			return fmt.Errorf("fanotify read: %w", err)
 		}
-		if rerr == unix.EINTR {
-			continue
-		}
-		if rerr != nil {
-			return fmt.Errorf("fanotify read: %w", rerr)
-		}
+		wait = false
 		derr := decodeFanotify(buf[:n], func(ev fanEvent) {
 			if ev.FD >= 0 {
 				unix.Close(int(ev.FD)) // fd mode: the event fd would hold the target

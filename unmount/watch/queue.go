@@ -1,6 +1,37 @@
 package watch
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// readPace is how long a reader waits after a read that did not fill its buffer, so that
+// under load events are read (and, in fanotify, merged by the kernel) in batches instead
+// of one wake-up per event. It adds at most that much latency.
+const readPace = 2 * time.Millisecond
+
+func pace() { time.Sleep(readPace) }
+
+// rawRead reads once from a non-blocking fd. With wait it waits in the runtime poller
+// until data arrive (or the file is closed: os.ErrClosed); without, it returns EAGAIN
+// when there is nothing to read. A netlink socket returns one datagram per read, so the
+// readers drain without waiting before they pace.
+func rawRead(rc syscall.RawConn, buf []byte, wait bool) (int, error) {
+	var n int
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), buf)
+		return !wait || rerr != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
 
 type evKind uint8
 
@@ -30,6 +61,7 @@ type queue struct {
 	events []event
 	reason string // non-empty: a full rescan is wanted, and why
 	wake   chan struct{}
+	count  atomic.Uint64 // events added, for Stats
 }
 
 func newQueue() *queue { return &queue{wake: make(chan struct{}, 1)} }
@@ -42,6 +74,7 @@ func (q *queue) poke() {
 }
 
 func (q *queue) add(ev event) {
+	q.count.Add(1)
 	q.mu.Lock()
 	if len(q.events) >= maxQueue {
 		q.events = q.events[:0]

@@ -29,6 +29,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/adeagent/adeagent/agent/api"
@@ -46,6 +47,15 @@ type Options struct {
 	// fanotify's cost on every open of the OS drive).
 	NoFanotify      bool
 	NoProcConnector bool
+	// Settle is how long after an event a process that does not hold the target yet is
+	// verified. fanotify reports an open before the new fd is in the process's table, and
+	// a process that exits within Settle (most short-lived commands) costs no scan at
+	// all. Default 50 ms.
+	Settle time.Duration
+	// Debounce is the least time between two verifications of a known holder (its opens
+	// and execs rarely change whether it holds the target; its exit is verified at once).
+	// Default 250 ms.
+	Debounce time.Duration
 	// MinRescanGap is the least time between two full scans triggered by lost events, so
 	// that an overflow storm does not turn into back-to-back scans. Default 1 s.
 	MinRescanGap time.Duration
@@ -83,8 +93,38 @@ type Watcher struct {
 	scanInc  []api.Incomplete         // incomplete entries without a pid, of the last full scan
 	stats    api.ScanStats
 	forks    []forkRec
-	retries  []retry
+	due      map[int]time.Time // pids to verify, and when
+	lastVer  map[int]time.Time // when each known holder was last verified
+	exited   map[int]time.Time // processes the proc connector saw exit, and when
+	exitLog  []forkRec         // the same in order (child: the pid), for pruning
 	lastFull time.Time
+
+	nVerified, nFull, nForced atomic.Uint64
+	lastFullNS, lastFullDur   atomic.Int64
+}
+
+// Stats count what a watcher did since New.
+type Stats struct {
+	// Events is the number of live events received (before filtering).
+	Events uint64
+	// Verified is the number of per-pid scans.
+	Verified uint64
+	// FullScans is the number of full scans; Forced of them ran because events were lost
+	// or a live source failed.
+	FullScans, Forced uint64
+	// LastFullScan is when the last full scan ended, and how long it took.
+	LastFullScan         time.Time
+	LastFullScanDuration time.Duration
+}
+
+// Stats returns the watcher's counters.
+func (w *Watcher) Stats() Stats {
+	st := Stats{Events: w.q.count.Load(), Verified: w.nVerified.Load(), FullScans: w.nFull.Load(), Forced: w.nForced.Load(),
+		LastFullScanDuration: time.Duration(w.lastFullDur.Load())}
+	if ns := w.lastFullNS.Load(); ns != 0 {
+		st.LastFullScan = time.Unix(0, ns)
+	}
+	return st
 }
 
 type rescanReq struct{ done chan error }
@@ -97,24 +137,21 @@ type forkRec struct {
 	at            time.Time
 }
 
-// retry is a pid to verify again: fanotify reports an open before the new fd is installed
-// in the process's table, so a process that does not hold anything yet is looked at once
-// more a little later.
-type retry struct {
-	pid int
-	due time.Time
-}
-
 const (
 	forkMemory = 30 * time.Second
 	maxForks   = 1 << 16
-	retryDelay = 30 * time.Millisecond
 )
 
 // New returns a watcher of target under root. Nothing happens until Run.
 func New(root hostroot.Root, target *unmount.Target, opts Options) *Watcher {
 	if opts.Interval <= 0 {
 		opts.Interval = 60 * time.Second
+	}
+	if opts.Settle <= 0 {
+		opts.Settle = 50 * time.Millisecond
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 250 * time.Millisecond
 	}
 	if opts.MinRescanGap <= 0 {
 		opts.MinRescanGap = time.Second
@@ -215,7 +252,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}()
 
 	w.procs, w.pidInc = map[int][]api.Holder{}, map[int][]api.Incomplete{}
-	w.forks, w.retries = nil, nil
+	w.forks, w.due, w.lastVer = nil, map[int]time.Time{}, map[int]time.Time{}
+	w.exited, w.exitLog = map[int]time.Time{}, nil
 	w.q.take(nil) // events of an earlier run are stale
 
 	var wg sync.WaitGroup
@@ -354,9 +392,9 @@ func (s *sources) stop() {
 func (w *Watcher) loop(ctx context.Context, rescanCh chan rescanReq, src *sources) {
 	ticker := time.NewTicker(w.opts.Interval)
 	defer ticker.Stop()
-	retryTimer := time.NewTimer(time.Hour)
-	retryTimer.Stop()
-	defer retryTimer.Stop()
+	dueTimer := time.NewTimer(time.Hour)
+	dueTimer.Stop()
+	defer dueTimer.Stop()
 	var batch []event
 	var pendingReason string
 	gapTimer := time.NewTimer(time.Hour)
@@ -380,11 +418,11 @@ func (w *Watcher) loop(ctx context.Context, rescanCh chan rescanReq, src *source
 			ticker.Reset(w.opts.Interval)
 			req.done <- err
 		case <-rescanWait:
+			w.nForced.Add(1)
 			w.fullScanLogged(ctx, pendingReason)
 			pendingReason = ""
 			ticker.Reset(w.opts.Interval)
-		case <-retryTimer.C:
-			w.verifyRetries(ctx)
+		case <-dueTimer.C:
 		case <-w.q.wake:
 			var reason string
 			batch, reason = w.q.take(batch)
@@ -392,13 +430,15 @@ func (w *Watcher) loop(ctx context.Context, rescanCh chan rescanReq, src *source
 				pendingReason = reason
 				gapTimer.Reset(max(0, w.opts.MinRescanGap-time.Since(w.lastFull)))
 			}
-			w.handle(ctx, batch)
+			w.handle(batch)
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		if len(w.retries) > 0 {
-			retryTimer.Reset(max(0, time.Until(w.retries[0].due)))
+		if next, ok := w.runDue(ctx); ok {
+			dueTimer.Reset(max(0, time.Until(next)))
+		} else {
+			dueTimer.Stop()
 		}
 	}
 }
@@ -414,6 +454,9 @@ func (w *Watcher) fullScan(ctx context.Context, why string) error {
 	start := time.Now()
 	rep, err := unmount.Scan(ctx, w.root, w.target, w.opts.Scan)
 	w.lastFull = time.Now()
+	w.nFull.Add(1)
+	w.lastFullNS.Store(w.lastFull.UnixNano())
+	w.lastFullDur.Store(int64(w.lastFull.Sub(start)))
 	if err != nil {
 		// Keep what is known, but never let it pass as complete.
 		w.scanInc = []api.Incomplete{{What: "processes", Reason: "full scan failed: " + err.Error()}}
@@ -442,104 +485,118 @@ func (w *Watcher) fullScan(ctx context.Context, why string) error {
 		}
 	}
 	w.procs, w.kernel, w.pidInc, w.scanInc, w.stats = procs, kernel, pidInc, scanInc, rep.Stats
+	w.lastVer = map[int]time.Time{} // a full scan verified everyone; do not debounce on it
 	w.logf("holder watch: %s: %d holders in %v", why, len(rep.Holders), time.Since(start).Round(time.Millisecond))
 	w.publish()
 	return nil
 }
 
-// handle applies a batch of live events: it picks the pids worth verifying and verifies
-// each once.
-func (w *Watcher) handle(ctx context.Context, batch []event) {
+// handle applies a batch of live events: it schedules the pids worth verifying.
+func (w *Watcher) handle(batch []event) {
 	if w.pids == nil || len(batch) == 0 {
 		return
 	}
 	now := time.Now()
 	w.pruneForks(now)
-	todo := make([]int, 0, len(batch))
-	seen := make(map[int]bool, len(batch))
-	want := func(pid int) {
-		if pid > 0 && !seen[pid] {
-			seen[pid] = true
-			todo = append(todo, pid)
-		}
-	}
 	for _, ev := range batch {
+		_, holder := w.procs[ev.pid]
 		switch ev.kind {
-		case evFile:
-			want(ev.pid)
+		case evFile, evExec:
+			// The two sources are read independently: a process's last fanotify events
+			// may be read after the proc connector reported its exit.
+			if _, gone := w.exited[ev.pid]; !gone {
+				w.schedule(ev.pid, holder, now)
+			}
 		case evFork:
+			delete(w.exited, ev.pid) // a reused pid
 			if len(w.forks) < maxForks {
 				w.forks = append(w.forks, forkRec{parent: ev.parent, child: ev.pid, at: now})
 			}
 			if _, ok := w.procs[ev.parent]; ok {
-				want(ev.pid)
+				w.schedule(ev.pid, false, now)
 			}
-		case evExec, evExit:
-			if _, ok := w.procs[ev.pid]; ok {
-				want(ev.pid)
+		case evExit:
+			switch {
+			case holder:
+				w.due[ev.pid] = now // drop it now
+			case ev.tid == ev.pid:
+				delete(w.due, ev.pid) // gone before it was looked at: nothing to do
+			}
+			if ev.tid == ev.pid {
+				w.exited[ev.pid] = now
+				w.exitLog = append(w.exitLog, forkRec{child: ev.pid, at: now})
 			}
 		}
-	}
-	changed := false
-	for i := 0; i < len(todo); i++ {
-		pid := todo[i]
-		became, ch := w.verify(ctx, pid)
-		changed = changed || ch
-		if became {
-			// Its children forked before we knew it held the target inherited its fds.
-			for _, f := range w.forks {
-				if f.parent == pid {
-					want(f.child)
-				}
-			}
-		} else if _, holds := w.procs[pid]; !holds && w.fileEvent(batch, pid) {
-			w.retries = append(w.retries, retry{pid: pid, due: now.Add(retryDelay)})
-		}
-		if ctx.Err() != nil {
-			return
-		}
-	}
-	if changed {
-		w.publish()
 	}
 }
 
-func (w *Watcher) fileEvent(batch []event, pid int) bool {
-	for _, ev := range batch {
-		if ev.kind == evFile && ev.pid == pid {
-			return true
+// schedule asks for a verification of pid: Settle from now for a new candidate, no sooner
+// than Debounce after the last one for a known holder. An earlier request stands.
+func (w *Watcher) schedule(pid int, holder bool, now time.Time) {
+	at := now.Add(w.opts.Settle)
+	if holder {
+		if last, ok := w.lastVer[pid]; ok && last.Add(w.opts.Debounce).After(at) {
+			at = last.Add(w.opts.Debounce)
 		}
 	}
-	return false
+	if old, ok := w.due[pid]; !ok || at.Before(old) {
+		w.due[pid] = at
+	}
 }
 
-// verifyRetries verifies the pids whose retry is due.
-func (w *Watcher) verifyRetries(ctx context.Context) {
+// runDue verifies every pid whose time has come and returns when the next one is due.
+func (w *Watcher) runDue(ctx context.Context) (next time.Time, ok bool) {
+	if len(w.due) == 0 || w.pids == nil {
+		return time.Time{}, false
+	}
 	now := time.Now()
-	n := 0
 	changed := false
-	for n < len(w.retries) && !w.retries[n].due.After(now) {
-		pid := w.retries[n].pid
-		n++
+	for pid, at := range w.due {
+		if at.After(now) {
+			continue
+		}
+		delete(w.due, pid)
 		became, ch := w.verify(ctx, pid)
 		changed = changed || ch
 		if became {
+			// Children it forked before it was known to hold the target inherited its fds.
 			for _, f := range w.forks {
 				if f.parent == pid {
-					if _, ch := w.verify(ctx, f.child); ch {
-						changed = true
+					if _, pending := w.due[f.child]; !pending {
+						w.due[f.child] = now
 					}
 				}
 			}
 		}
+		if ctx.Err() != nil {
+			return time.Time{}, false
+		}
 	}
-	w.retries = append(w.retries[:0], w.retries[n:]...)
 	if changed {
 		w.publish()
 	}
+	for _, at := range w.due {
+		if !ok || at.Before(next) {
+			next, ok = at, true
+		}
+	}
+	return next, ok
 }
 
+// exitMemory is how long an exited pid's late fanotify events are ignored.
+const exitMemory = 5 * time.Second
+
 func (w *Watcher) pruneForks(now time.Time) {
+	n := 0
+	for n < len(w.exitLog) && now.Sub(w.exitLog[n].at) > exitMemory {
+		if at, ok := w.exited[w.exitLog[n].child]; ok && !at.After(w.exitLog[n].at) {
+			delete(w.exited, w.exitLog[n].child)
+		}
+		n++
+	}
+	if n > 0 {
+		w.exitLog = append(w.exitLog[:0], w.exitLog[n:]...)
+	}
 	i := 0
 	for i < len(w.forks) && now.Sub(w.forks[i].at) > forkMemory {
 		i++
@@ -552,6 +609,7 @@ func (w *Watcher) pruneForks(now time.Time) {
 // verify re-scans one pid and updates the state. became reports that the pid holds the
 // target now and did not before; changed that anything about it changed.
 func (w *Watcher) verify(ctx context.Context, pid int) (became, changed bool) {
+	w.nVerified.Add(1)
 	r, err := w.pids.Scan(ctx, pid)
 	if err != nil {
 		return false, false // only a cancelled context or a closed scanner
@@ -559,8 +617,10 @@ func (w *Watcher) verify(ctx context.Context, pid int) (became, changed bool) {
 	old, had := w.procs[pid]
 	if len(r.Holders) > 0 {
 		w.procs[pid] = r.Holders
+		w.lastVer[pid] = time.Now()
 	} else {
 		delete(w.procs, pid)
+		delete(w.lastVer, pid)
 	}
 	oldInc := w.pidInc[pid]
 	if len(r.Incomplete) > 0 {
