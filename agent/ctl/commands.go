@@ -89,7 +89,8 @@ func (r *runner) holders(ctx context.Context, args []string) int {
 }
 
 // wait long-polls GET /v1/status?wait=ready until the report is ready (exit 0) or the
-// timeout passes (exit 1). --timeout 0 checks once.
+// timeout passes (exit 1). --timeout 0 checks once. A daemon that cannot be reached yet
+// (starting: no socket) is retried until the timeout; still unreachable then: exit 3.
 func (r *runner) wait(ctx context.Context, args []string) int {
 	fs := r.flags()
 	timeout := fs.Duration("timeout", DefaultWait, "give up after `D` (0: check once)")
@@ -102,6 +103,8 @@ func (r *runner) wait(ctx context.Context, args []string) int {
 	}
 	deadline := time.Now().Add(*timeout)
 	var last *api.Report
+	var unreachable error // the last dial failure while the daemon may still be starting
+	backoff := 100 * time.Millisecond
 	for {
 		remaining := time.Until(deadline)
 		poll := min(remaining, maxPoll)
@@ -115,6 +118,7 @@ func (r *runner) wait(ctx context.Context, args []string) int {
 		}
 		cancel()
 		var ae *api.APIError
+		unreachable = nil
 		switch {
 		case err == nil:
 			last = st.Report
@@ -127,12 +131,30 @@ func (r *runner) wait(ctx context.Context, args []string) int {
 		case ctx.Err() != nil:
 			fmt.Fprintln(r.env.Stderr, "adeagentctl wait: interrupted")
 			return ExitNotReady
+		case errors.Is(err, api.ErrDaemonUnreachable):
+			// The daemon may be starting (socket not there yet): retry until the deadline.
+			unreachable = err
+			wait := min(backoff, time.Until(deadline))
+			backoff = min(backoff*2, 2*time.Second)
+			if wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					fmt.Fprintln(r.env.Stderr, "adeagentctl wait: interrupted")
+					return ExitNotReady
+				}
+			}
 		default:
 			return r.fail(ctx, err)
 		}
 		if time.Until(deadline) <= 0 {
 			break
 		}
+	}
+	if unreachable != nil {
+		return r.fail(ctx, unreachable)
 	}
 	if last == nil {
 		fmt.Fprintf(r.env.Stdout, "NOT READY after %s: the daemon has not finished its first evaluation\n", *timeout)

@@ -118,6 +118,12 @@ func readyReport() *api.Report {
 func serve(t *testing.T, b server.Backend) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "adeagent.sock")
+	serveAt(t, path, b)
+	return path
+}
+
+func serveAt(t *testing.T, path string, b server.Backend) {
+	t.Helper()
 	ln, err := server.Listen(path, "")
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +139,6 @@ func serve(t *testing.T, b server.Backend) string {
 			t.Error("server did not stop")
 		}
 	})
-	return path
 }
 
 // run runs adeagentctl with args and returns the exit code, stdout and stderr.
@@ -164,7 +169,6 @@ func TestUnreachable(t *testing.T) {
 		{"status", "--socket", missing, "--json"},
 		{"report", "--socket", missing},
 		{"holders", "--socket", missing},
-		{"wait", "--socket", missing, "--timeout", "1s"},
 		{"events", "--socket", missing},
 		{"version", "--socket", missing},
 	} {
@@ -179,8 +183,14 @@ func TestUnreachable(t *testing.T) {
 			}
 		}
 	}
+	// wait retries an unreachable daemon until its timeout, then says so.
+	start := time.Now()
+	code, _, stderr := run(t, nil, "wait", "--socket", missing, "--timeout", "500ms")
+	if code != ExitUnreachable || time.Since(start) < 500*time.Millisecond || !strings.Contains(stderr, "systemctl start adeagent") {
+		t.Errorf("wait on a missing socket: exit %d after %s\n%s", code, time.Since(start), stderr)
+	}
 	// The environment names the socket too.
-	code, _, stderr := run(t, map[string]string{SocketEnv: missing}, "status")
+	code, _, stderr = run(t, map[string]string{SocketEnv: missing}, "status")
 	if code != ExitUnreachable || !strings.Contains(stderr, missing) {
 		t.Errorf("%s: exit %d\n%s", SocketEnv, code, stderr)
 	}
@@ -417,5 +427,24 @@ func TestStaleSocketIsUnreachable(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("the client touched the socket file: %v", err)
+	}
+}
+
+func TestWaitForStartingDaemon(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "later", "adeagent.sock")
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := run(t, nil, "wait", "--socket", path, "--timeout", "2m")
+		done <- code
+	}()
+	// The daemon comes up after the client started waiting, ready at once.
+	serveAt(t, path, newBackend(readyReport()))
+	select {
+	case code := <-done:
+		if code != ExitOK {
+			t.Errorf("wait for a starting daemon: exit %d", code)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("wait did not notice the daemon starting")
 	}
 }
