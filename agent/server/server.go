@@ -177,6 +177,20 @@ type route struct {
 }
 
 // routes is the route table, sorted by path (TestRoutesSorted keeps it so).
+//
+//	GET  /v1/events   JSON lines (api.Event), flushed per event, until the client leaves
+//	GET  /v1/holders  api.HoldersReport
+//	GET  /v1/metrics  Prometheus text (answers before the first evaluation too)
+//	POST /v1/prepare  write access; 501 until issue 6
+//	GET  /v1/report   api.Report
+//	POST /v1/restore  write access; 501 until issue 6
+//	GET  /v1/status   api.Report; ?wait=ready[&timeout=D] long-polls until ready or D
+//	                  (default 30s, at most 1h) and sets Adeagent-Wait-Result
+//
+// Every request is checked in this order: Host ("" or PseudoHost) and no Origin/Referer
+// (403), route (404), method (405, with Allow), write access (403, logged with uid and
+// pid), query (400), first evaluation done (503 {"error":"not ready"}). Every answer
+// carries api.VersionHeader; every error is JSON {"error": "…"}.
 var routes = []route{
 	{path: "events", method: http.MethodGet, access: read, handler: (*Server).events},
 	{path: "holders", method: http.MethodGet, access: read, handler: (*Server).holders},
