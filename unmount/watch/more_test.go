@@ -194,3 +194,47 @@ func TestOSDriveLoad(t *testing.T) {
 		t.Errorf("holders grew from %d to %d: exited processes were not dropped", len(rep.Holders), n)
 	}
 }
+
+// TestRunTwice: a second concurrent Run is refused; after Run returned, Run starts again.
+func TestRunTwice(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "proc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := hostroot.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := New(root, &unmount.Target{}, Options{Interval: time.Hour})
+	for round := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		changed := w.Changed()
+		go func() { done <- w.Run(ctx) }()
+		<-changed
+		// Wait until the first Run is surely in its loop, then try a second one.
+		if err := waitRunning(w); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Run(ctx); err == nil {
+			t.Errorf("round %d: a second concurrent Run succeeded", round)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("round %d: Run: %v", round, err)
+		}
+		if w.Mode() != ModeStopped {
+			t.Errorf("round %d: mode %q after Run", round, w.Mode())
+		}
+	}
+}
+
+func waitRunning(w *Watcher) error {
+	for range 500 {
+		if err := w.Rescan(context.Background()); err == nil {
+			return nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return ErrNotRunning
+}

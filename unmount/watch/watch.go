@@ -169,7 +169,7 @@ func (w *Watcher) Mode() string {
 }
 
 // Holders returns a copy of the current holder report, or nil before Run has finished
-// its first full scan.
+// its first full scan (the report of an earlier Run is kept until the next one starts).
 func (w *Watcher) Holders() *api.HoldersReport {
 	w.mu.Lock()
 	rep := w.rep
@@ -233,6 +233,9 @@ func (w *Watcher) setMode(m string) {
 // Run watches until ctx is done, then releases every fd and returns nil (or the reason
 // the first full scan failed). It may run again after it returned, but not twice at once.
 func (w *Watcher) Run(ctx context.Context) error {
+	if w.target == nil {
+		return errors.New("holder watch: no target")
+	}
 	w.mu.Lock()
 	if w.running {
 		w.mu.Unlock()
@@ -251,6 +254,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.mu.Unlock()
 	}()
 
+	w.mu.Lock()
+	w.rep = nil // stale: the first scan of this run publishes afresh (and wakes Changed)
+	w.mu.Unlock()
 	w.procs, w.pidInc = map[int][]api.Holder{}, map[int][]api.Incomplete{}
 	w.forks, w.due, w.lastVer = nil, map[int]time.Time{}, map[int]time.Time{}
 	w.exited, w.exitLog = map[int]time.Time{}, nil
