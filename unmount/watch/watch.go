@@ -17,14 +17,23 @@
 // root) the watcher runs on periodic scans alone and Mode says why.
 //
 // The watcher never holds the target itself: fanotify runs with FAN_REPORT_FID where it
-// can (no event fds), and in fd mode closes every event fd as soon as it is read; the
-// marks are set through O_PATH handles that are closed at once.
+// can (events carry file handles, which pin nothing), and in fd mode closes every event fd
+// as soon as it is read (there, an event not read yet holds a reference to its mount for
+// the few milliseconds it is queued). Filesystem marks pin nothing: the target unmounts
+// while it is watched. The marks are set through O_PATH handles that are closed at once.
+//
+// Cost: with an OS-drive target every open on "/" is an event. Readers drain the queue and
+// then pause 2 ms so events arrive in batches (and the kernel merges repeats); a process
+// that exits within Settle (50 ms) costs no per-pid scan, and a known holder is verified
+// at most every Debounce (250 ms) except on exit. Measured here: 20000 opens by one
+// process cost the watcher about 20 ms of CPU, 500 short-lived processes about 140 ms.
 package watch
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -322,6 +331,8 @@ func (w *Watcher) startSources(ctx context.Context, wg *sync.WaitGroup) *sources
 		go func() {
 			defer wg.Done()
 			if err := readFanotify(g, w.q); err != nil {
+				// Close at once: in fd mode, unread events pin the target's mount.
+				g.f.Close()
 				s.failed("fanotify", err)
 			}
 		}()
@@ -336,6 +347,7 @@ func (w *Watcher) startSources(ctx context.Context, wg *sync.WaitGroup) *sources
 		go func() {
 			defer wg.Done()
 			if err := readCnProc(c, w.q); err != nil {
+				c.f.Close()
 				s.failed("proc connector", err)
 			}
 		}()
@@ -384,12 +396,12 @@ func (s *sources) stop() {
 	s.stopped = true
 	s.mu.Unlock()
 	if s.fan != nil {
-		if err := s.fan.f.Close(); err != nil {
+		if err := s.fan.f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			s.w.logf("holder watch: close fanotify: %v", err)
 		}
 	}
 	if s.cn != nil {
-		if err := s.cn.close(); err != nil {
+		if err := s.cn.close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			s.w.logf("holder watch: %v", err)
 		}
 	}
