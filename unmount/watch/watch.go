@@ -526,11 +526,13 @@ func (w *Watcher) handle(batch []event) {
 				w.schedule(ev.pid, holder, now)
 			}
 		case evFork:
-			delete(w.exited, ev.pid) // a reused pid
+			_, reused := w.exited[ev.pid]
+			delete(w.exited, ev.pid)
 			if len(w.forks) < maxForks {
 				w.forks = append(w.forks, forkRec{parent: ev.parent, child: ev.pid, at: now})
 			}
-			if _, ok := w.procs[ev.parent]; ok {
+			// A reused pid: its file events may have been dropped as the old process's.
+			if _, ok := w.procs[ev.parent]; ok || reused {
 				w.schedule(ev.pid, false, now)
 			}
 		case evExit:
