@@ -25,6 +25,7 @@ type started struct {
 	cancel context.CancelFunc
 	done   chan error
 	gor    int // goroutines before Run
+	fds    int // open fds before Run
 }
 
 // start runs a watcher of the loop mount until stop (or the test's end).
@@ -35,7 +36,7 @@ func start(t *testing.T, m *looptest.Mount, opts Options) *started {
 		t.Fatal(err)
 	}
 	opts.Logf = t.Logf
-	s := &started{t: t, w: New(hostroot.Host, target, opts), done: make(chan error, 1), gor: runtime.NumGoroutine()}
+	s := &started{t: t, w: New(hostroot.Host, target, opts), done: make(chan error, 1), gor: runtime.NumGoroutine(), fds: countFDs(t)}
 	if s.w.Mode() != ModeStopped || s.w.Holders() != nil {
 		t.Fatalf("before Run: mode %q, holders %v", s.w.Mode(), s.w.Holders())
 	}
@@ -80,6 +81,9 @@ func (s *started) stop() {
 	if err := s.w.Rescan(context.Background()); err != ErrNotRunning {
 		t.Errorf("Rescan after Run = %v, want ErrNotRunning", err)
 	}
+	if n := countFDs(t); n > s.fds {
+		t.Errorf("%d open fds after Run, %d before", n, s.fds)
+	}
 	deadline := time.Now().Add(2 * time.Second)
 	for runtime.NumGoroutine() > s.gor {
 		if time.Now().After(deadline) {
@@ -107,6 +111,15 @@ func (s *started) waitFor(what string, limit time.Duration, cond func(*api.Holde
 			s.t.Fatalf("%s: not within %v; holders: %s; mode %s", what, limit, describe(rep), s.w.Mode())
 		}
 	}
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
 
 func describe(r *api.HoldersReport) string {
