@@ -25,6 +25,7 @@ import (
 	"github.com/adeagent/adeagent/agent/version"
 	"github.com/adeagent/adeagent/unmount"
 	"github.com/adeagent/adeagent/unmount/hostroot"
+	"github.com/adeagent/adeagent/unmount/watch"
 )
 
 // ExitStripdown is the daemon's exit status when it finds ADE's stripdown under way (the
@@ -71,6 +72,11 @@ type Options struct {
 	LogFormat string
 	// Stderr receives the logs (the journal under systemd).
 	Stderr io.Writer
+	// LiveHolders runs the live holder watch (unmount/watch: fanotify + proc connector) so
+	// that Holders and holders events follow changes between evaluations. Off by default:
+	// measured on a busy 2-core machine it cost 2-8 % of a core (it wakes for every open
+	// on the OS drive and every fork/exit), against ~0.02 % idle without it.
+	LiveHolders bool
 }
 
 // Daemon is the running adeagent: it evaluates readiness periodically and on demand and
@@ -100,6 +106,9 @@ type Daemon struct {
 	subs        map[chan api.Event]struct{}
 
 	scanMu sync.Mutex // one on-demand holder scan at a time
+
+	// watcher is the live holder watch (nil without one); set once before the main loop.
+	watcher atomic.Pointer[watch.Watcher]
 }
 
 var _ server.Backend = (*Daemon)(nil)
@@ -233,6 +242,20 @@ func (d *Daemon) Run(ctx context.Context) (int, error) {
 	if ctx.Err() == nil {
 		d.notify("READY=1\nSTATUS=" + d.statusLine())
 		d.log.Info("ready to serve", zap.String("status", d.statusLine()))
+	}
+
+	// The live holder watch starts after the first evaluation so that it does not slow the
+	// start; it ends (and releases its fanotify marks) before Run returns.
+	var watchWG sync.WaitGroup
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer func() {
+		stopWatch()
+		watchWG.Wait()
+	}()
+	if d.opts.LiveHolders {
+		if w := d.startHolderWatch(watchCtx, &watchWG); w != nil {
+			d.watcher.Store(w)
+		}
 	}
 
 	wd, err := sddaemon.SdWatchdogEnabled(false)
@@ -461,9 +484,15 @@ func (d *Daemon) Changed() <-chan struct{} {
 	return d.changed
 }
 
-// Holders implements server.Backend: the last evaluation's holder scan when it is at most
-// holdersMaxAge old, else a fresh scan of the OS drive.
+// Holders implements server.Backend: the live holder watch's current set when it runs,
+// else the last evaluation's holder scan when it is at most holdersMaxAge old, else a
+// fresh scan of the OS drive.
 func (d *Daemon) Holders(ctx context.Context) (*api.HoldersReport, error) {
+	if w := d.watcher.Load(); w != nil {
+		if h := w.Holders(); h != nil {
+			return h, nil
+		}
+	}
 	d.scanMu.Lock()
 	defer d.scanMu.Unlock()
 	d.mu.Lock()

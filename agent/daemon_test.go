@@ -91,6 +91,7 @@ type daemonProc struct {
 
 type daemonOpts struct {
 	root     string   // --root; default "/"
+	args     []string // extra flags of run
 	config   string   // configuration file text
 	env      []string // extra environment
 	interval string   // --interval; default 1s
@@ -139,6 +140,7 @@ func startDaemon(t *testing.T, o daemonOpts) *daemonProc {
 	p.cmd = exec.Command(filepath.Join(binDir, "adeagent"), "run",
 		"--config", p.config, "--socket", p.socket, "--state-dir", p.stateDir,
 		"--root", o.root, "--interval", o.interval, "--log-format", "console")
+	p.cmd.Args = append(p.cmd.Args, o.args...)
 	env := []string{StallFileEnv + "=" + p.stall}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "NOTIFY_SOCKET=") && !strings.HasPrefix(kv, "WATCHDOG_") {
@@ -551,5 +553,82 @@ func TestDaemonBadConfigExits2(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "adeagent.yaml:1") {
 		t.Errorf("error without FILE:LINE:\n%s", p.stderr.String())
+	}
+}
+
+func TestDaemonLiveHolders(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the live holder watch (fanotify, proc connector) needs root")
+	}
+	p := startDaemon(t, daemonOpts{interval: "1h", args: []string{"--live-holders"}})
+	p.waitFor("status 200", func() bool { return p.statusCode() == http.StatusOK })
+	p.waitFor("the live watch to start", func() bool {
+		return strings.Contains(p.stderr.String(), "holder watch: initial scan")
+	})
+	if strings.Contains(p.stderr.String(), "mode periodic") {
+		t.Skipf("no live source here:\n%s", p.stderr.String())
+	}
+
+	// With an hour between evaluations, holders events and a new holder in GET
+	// /v1/holders come from the live watch alone.
+	req, err := http.NewRequest(http.MethodGet, "http://"+server.PseudoHost+"/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	resp, err := p.client.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := make(chan api.Event, 64)
+	go func() {
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var ev api.Event
+			if dec.Decode(&ev) != nil {
+				close(events)
+				return
+			}
+			events <- ev
+		}
+	}()
+
+	sleeper := exec.Command("sleep", "120")
+	sleeper.Dir = "/"
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+
+	p.waitFor("the new process in GET /v1/holders", func() bool {
+		code, body := p.get("holders")
+		var hr api.HoldersReport
+		if code != http.StatusOK || json.Unmarshal(body, &hr) != nil {
+			return false
+		}
+		for _, h := range hr.Holders {
+			if h.PID == sleeper.Process.Pid {
+				return true
+			}
+		}
+		return false
+	})
+	timeout := time.After(waitTimeout)
+	for got := false; !got; {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("event stream ended")
+			}
+			got = ev.Type == api.EventHolders && ev.Holders > 0
+		case <-timeout:
+			t.Fatal("no holders event from the live watch")
+		}
+	}
+	cancel()
+	if code := p.stop(); code != 0 {
+		t.Errorf("exit code = %d, want 0", code)
 	}
 }

@@ -161,6 +161,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) (int, error) {
 	fs := newFlagSet("run", stderr, &c)
 	interval := fs.Duration("interval", agent.DefaultInterval, "re-evaluate readiness this often")
 	logFormat := fs.String("log-format", "json", "log `format`: json or console")
+	live := fs.Bool("live-holders", false, "follow the OS drive's holders live between evaluations (fanotify + proc connector; costs CPU on busy machines)")
 	if err := parse(fs, args); err != nil {
 		return ExitUsage, err
 	}
@@ -176,11 +177,12 @@ func runDaemon(args []string, stdout, stderr io.Writer) (int, error) {
 		return ExitUsage, usagef("--root: %v", err)
 	}
 	d, err := agent.New(cfg, agent.Options{
-		Root:       root,
-		LoadConfig: func() (*config.Config, error) { return loadConfig(fs, &c) },
-		Interval:   *interval,
-		LogFormat:  *logFormat,
-		Stderr:     stderr,
+		Root:        root,
+		LoadConfig:  func() (*config.Config, error) { return loadConfig(fs, &c) },
+		Interval:    *interval,
+		LogFormat:   *logFormat,
+		Stderr:      stderr,
+		LiveHolders: *live,
 	})
 	if err != nil {
 		return ExitUsage, usageError{err.Error()}
