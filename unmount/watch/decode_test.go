@@ -1,11 +1,15 @@
 package watch
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/adeagent/adeagent/unmount/hostroot"
 )
 
 var ne = binary.NativeEndian
@@ -208,5 +212,40 @@ func TestQueue(t *testing.T) {
 	}
 	if evs, reason = q.take(evs); len(evs) != 0 || reason != "" {
 		t.Errorf("second take: %d events, reason %q", len(evs), reason)
+	}
+}
+
+func TestSourcesMode(t *testing.T) {
+	w := New(hostroot.Host, nil, Options{})
+	for _, c := range []struct {
+		fan, cn, want string
+	}{
+		{"", "", "fanotify+proc-connector"},
+		{"", "disabled", "fanotify; proc-connector unavailable: disabled"},
+		{"fanotify_mark /: operation not permitted", "", "proc-connector; fanotify unavailable: fanotify_mark /: operation not permitted"},
+		{"x", "y", "periodic: fanotify unavailable: x; proc-connector unavailable: y"},
+	} {
+		s := &sources{w: w, fanErr: c.fan, cnErr: c.cn}
+		if got := s.mode(); got != c.want {
+			t.Errorf("mode(%q, %q) = %q, want %q", c.fan, c.cn, got, c.want)
+		}
+	}
+	// A reader that fails turns its source off and asks for a rescan.
+	s := &sources{w: w}
+	s.failed("fanotify", errors.New("fanotify: metadata version 2, want 3"))
+	if got, want := w.Mode(), "proc-connector; fanotify unavailable: failed: fanotify: metadata version 2, want 3"; got != want {
+		t.Errorf("mode after failure = %q, want %q", got, want)
+	}
+	if _, reason := w.q.take(nil); reason != "fanotify stopped" {
+		t.Errorf("rescan reason %q", reason)
+	}
+	// Once stopped, a late failure changes nothing.
+	s.stop()
+	s.failed("proc connector", errors.New("late"))
+	if strings.Contains(w.Mode(), "late") {
+		t.Errorf("mode changed after stop: %q", w.Mode())
+	}
+	if w.Run(context.Background()) == nil {
+		t.Error("Run with a nil target succeeded")
 	}
 }

@@ -179,6 +179,8 @@ func (w *Watcher) Mode() string {
 
 // Holders returns a copy of the current holder report, or nil before Run has finished
 // its first full scan (the report of an earlier Run is kept until the next one starts).
+// Process holders are as of their last verification; kernel holders (mounts, swap, loop,
+// namespaces, …) and Stats are those of the last full scan; GeneratedAt is the last update.
 func (w *Watcher) Holders() *api.HoldersReport {
 	w.mu.Lock()
 	rep := w.rep
