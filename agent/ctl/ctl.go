@@ -186,10 +186,13 @@ func (r *runner) fail(ctx context.Context, err error) int {
 // unreachableHint says whether adeagent.service runs and how to start it.
 func (r *runner) unreachableHint(ctx context.Context, err error) {
 	w := r.env.Stderr
-	switch {
-	case errors.Is(err, syscall.EACCES):
+	if errors.Is(err, syscall.EACCES) {
+		// The daemon probably runs; this user may not talk to it.
 		fmt.Fprintf(w, "Permission denied on %s: run as root or as a member of group adeagent.\n", r.socket)
-	case errors.Is(err, syscall.ENOENT):
+		fmt.Fprintln(w, r.env.ServiceState(ctx))
+		return
+	}
+	if errors.Is(err, syscall.ENOENT) {
 		fmt.Fprintf(w, "The socket %s does not exist.\n", r.socket)
 	}
 	fmt.Fprintln(w, r.env.ServiceState(ctx))

@@ -448,3 +448,20 @@ func TestWaitForStartingDaemon(t *testing.T) {
 		t.Fatal("wait did not notice the daemon starting")
 	}
 }
+
+func TestPermissionDeniedHint(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("needs a non-root user: root connects to any socket whatever its mode")
+	}
+	path := serve(t, newBackend(readyReport()))
+	if err := os.Chmod(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, nil, "--socket", path, "status")
+	if code != ExitUnreachable || !strings.Contains(stderr, "Permission denied") || !strings.Contains(stderr, "group adeagent") {
+		t.Errorf("permission denied: %d\n%s", code, stderr)
+	}
+	if strings.Contains(stderr, "Start the daemon") {
+		t.Errorf("advises starting a daemon that runs:\n%s", stderr)
+	}
+}
