@@ -39,6 +39,7 @@ const (
 	DefaultMaxBodyBytes   = 64 << 10
 	DefaultHoldersTimeout = 60 * time.Second
 	DefaultShutdownGrace  = 5 * time.Second
+	DefaultMaxStreams     = 256
 )
 
 // MetricsContentType is the content type of GET /v1/metrics (Prometheus text format).
@@ -60,6 +61,9 @@ type Options struct {
 	// ShutdownGrace is how long Serve waits for requests after ctx is done; default
 	// DefaultShutdownGrace.
 	ShutdownGrace time.Duration
+	// MaxStreams bounds the open event streams and status long polls together (each holds
+	// a connection and a goroutine); more get 429. Default DefaultMaxStreams.
+	MaxStreams int
 }
 
 // Server is the socket API: an http.Handler over a Backend.
@@ -73,7 +77,7 @@ type Server struct {
 	// tests can fake the user database.
 	groupIDs func(uid uint32) ([]string, error)
 
-	streams atomic.Int64 // open GET /v1/events streams, for tests
+	streams atomic.Int64 // open event streams and long polls
 }
 
 // New returns the API server for b.
@@ -92,6 +96,9 @@ func New(b Backend, opts Options) *Server {
 	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = DefaultShutdownGrace
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
 	}
 	s := &Server{b: b, opts: opts, log: opts.Logger, groupIDs: userGroupIDs}
 	if opts.OperatorGroup != "" {
@@ -329,6 +336,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 		writeJSON(w, http.StatusOK, rep)
 		return
 	}
+	if !s.openStream(w) {
+		return
+	}
+	defer s.streams.Add(-1)
 	timer := time.NewTimer(q.Timeout)
 	defer timer.Stop()
 	for {
@@ -355,6 +366,18 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 			return
 		}
 	}
+}
+
+// openStream counts a new long-lived request, or answers 429 when MaxStreams are open.
+// The caller decrements s.streams when it returns true.
+func (s *Server) openStream(w http.ResponseWriter) bool {
+	if n := s.streams.Add(1); n > int64(s.opts.MaxStreams) {
+		s.streams.Add(-1)
+		s.log.Warn("api: too many open streams", zap.Int("max", s.opts.MaxStreams))
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many open event streams and long polls (at most %d)", s.opts.MaxStreams))
+		return false
+	}
+	return true
 }
 
 // report is GET /v1/report.
@@ -401,7 +424,9 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ string) {
 // events is GET /v1/events: one JSON object per line, flushed per event, until the
 // client goes away or the server shuts down.
 func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {
-	s.streams.Add(1)
+	if !s.openStream(w) {
+		return
+	}
 	defer s.streams.Add(-1)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel() // ends the subscription whichever way the stream ends

@@ -346,3 +346,24 @@ func TestLongPollClientGone(t *testing.T) {
 		t.Fatal("long poll kept waiting after the client went away")
 	}
 }
+
+func TestMaxStreams(t *testing.T) {
+	f := newFake(testReport(false))
+	s := New(f, Options{MaxStreams: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	got := statusAsync(s, ctx, "/v1/status?wait=ready&timeout=1h")
+	waitFor(t, "the long poll to start", 30*time.Second, func() bool { return s.streams.Load() == 1 })
+	wantError(t, do(t, s, &userPeer, "GET", "/v1/status?wait=ready&timeout=1s", ""), http.StatusTooManyRequests, "at most 1")
+	wantError(t, do(t, s, &userPeer, "GET", "/v1/events", ""), http.StatusTooManyRequests, "at most 1")
+	// Plain reads are not streams.
+	if w := do(t, s, &userPeer, "GET", "/v1/status", ""); w.Code != http.StatusOK {
+		t.Errorf("plain status while a stream is open: %d", w.Code)
+	}
+	cancel()
+	<-got
+	waitFor(t, "the long poll to end", 30*time.Second, func() bool { return s.streams.Load() == 0 })
+	go f.setReport(testReport(true))
+	if w := <-statusAsync(s, context.Background(), "/v1/status?wait=ready&timeout=30s"); w.Code != http.StatusOK {
+		t.Errorf("after the stream closed: %d", w.Code)
+	}
+}
