@@ -426,13 +426,16 @@ func TestDaemonNotifyReadyStatusWatchdog(t *testing.T) {
 	}
 	p.waitFor("three watchdog pings", func() bool { return n.count("WATCHDOG=1") >= 3 })
 
-	// Stall the main loop: pings stop. The watchdog logs each withheld ping; once two have
-	// been withheld, no ping may arrive while two more are withheld.
+	// Stall the main loop: pings stop. Once the loop is stalled, the first watchdog tick
+	// may still ping (the loop went round before it stalled); from the first withheld ping
+	// on, none may arrive while two more are withheld.
 	p.setStall(true)
+	p.waitFor("the loop to stall", func() bool { return strings.Contains(p.stderr.String(), "main loop stalled") })
 	withheld := func() int { return strings.Count(p.stderr.String(), "withholding the watchdog ping") }
-	p.waitFor("two withheld pings", func() bool { return withheld() >= 2 })
-	before, w0 := n.count("WATCHDOG=1"), withheld()
-	p.waitFor("two more withheld pings", func() bool { return withheld() >= w0+2 })
+	w0 := withheld()
+	p.waitFor("a withheld ping", func() bool { return withheld() > w0 })
+	before, w1 := n.count("WATCHDOG=1"), withheld()
+	p.waitFor("two more withheld pings", func() bool { return withheld() >= w1+2 })
 	if after := n.count("WATCHDOG=1"); after != before {
 		t.Errorf("%d watchdog pings while the main loop was stalled", after-before)
 	}
