@@ -635,3 +635,23 @@ func TestDaemonLiveHolders(t *testing.T) {
 		t.Errorf("exit code = %d, want 0", code)
 	}
 }
+
+func TestDaemonSecondInstanceRefused(t *testing.T) {
+	a := startDaemon(t, daemonOpts{interval: "1h"})
+	a.waitFor("status 200", func() bool { return a.statusCode() == http.StatusOK })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	b2 := exec.CommandContext(ctx, filepath.Join(binDir, "adeagent"), "run", "--config", a.config, "--socket", a.socket,
+		"--state-dir", t.TempDir(), "--interval", "1h")
+	out, err := b2.CombinedOutput()
+	if code := b2.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "another adeagent answers on the socket") {
+		t.Errorf("second daemon on the same socket: exit %d (%v), want 1\n%s", code, err, out)
+	}
+	// The first one still serves and its socket is intact.
+	if code := a.statusCode(); code != http.StatusOK {
+		t.Errorf("first daemon: status %d after the second was refused", code)
+	}
+	if code := a.stop(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
