@@ -86,6 +86,42 @@ func holderMain(mode, path string) int {
 			return fail(err)
 		}
 		unix.Close(fd)
+	case "fd-many":
+		// 5000 fds before the one on the target: the fd directory takes several getdents
+		// batches, and the holder is in the last.
+		for range 5000 {
+			if _, err := unix.Open("/dev/null", unix.O_RDONLY, 0); err != nil {
+				return fail(err)
+			}
+		}
+		if _, err := unix.Open(path, unix.O_RDONLY, 0); err != nil {
+			return fail(err)
+		}
+	case "mmap-many":
+		// The target's mapping comes first (mmap goes top-down, so it is listed last) and
+		// 3000 mappings of another file follow, so maps is read in several chunks.
+		fd, err := unix.Open(path, unix.O_RDONLY, 0)
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+			return fail(err)
+		}
+		unix.Close(fd)
+		self, err := os.Executable()
+		if err != nil {
+			return fail(err)
+		}
+		other, err := unix.Open(self, unix.O_RDONLY, 0)
+		if err != nil {
+			return fail(err)
+		}
+		for range 3000 {
+			if _, err := unix.Mmap(other, 0, 4096, unix.PROT_READ, unix.MAP_PRIVATE); err != nil {
+				return fail(err)
+			}
+		}
+		unix.Close(other)
 	case "thread-cwd", "thread-fd":
 		ch := make(chan error, 1)
 		go func() {
@@ -338,6 +374,8 @@ func TestProcessHolders(t *testing.T) {
 		{"cwd", "cwd", "dir", api.UseCwd, api.KindProcess},
 		{"chroot root", "chroot", "dir", api.UseRoot, api.KindProcess},
 		{"mmap with fd closed", "mmap", "dir/f2", api.UseMmap, api.KindProcess},
+		{"mmap listed after 3000 other mappings", "mmap-many", "dir/f2", api.UseMmap, api.KindProcess},
+		{"fd after 5000 other fds", "fd-many", "dir/f1", api.UseFD, api.KindProcess},
 		{"thread with its own cwd (CLONE_FS)", "thread-cwd", "dir", api.UseCwd, api.KindThread},
 		{"thread with its own fd table (CLONE_FILES)", "thread-fd", "dir/f0", api.UseFD, api.KindThread},
 		{"io_uring registered file, fd closed", "io_uring", "dir/f0", api.UseIOUring, api.KindProcess},

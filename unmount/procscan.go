@@ -495,6 +495,9 @@ func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *worke
 		if n <= 0 {
 			return firstErr
 		}
+		// procfs fills a getdents buffer until the next entry does not fit, so a batch that
+		// left room for a whole entry more was the last one; skip the read that returns 0.
+		last := len(ws.dents)-n > maxDirent
 		forEachDirent(ws.dents[:n], func(name []byte) {
 			r.fds++
 			if err := statxAt(fdfd, &name[0], &ws.stx); err != nil {
@@ -518,8 +521,15 @@ func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *worke
 				s.checkIOUring(dirfd, fdfd, name, ws, h)
 			}
 		})
+		if last {
+			return firstErr
+		}
 	}
 }
+
+// maxDirent bounds one getdents64 record: 19 bytes of header, a 255-byte name, its NUL
+// and the alignment padding.
+const maxDirent = 19 + 256 + 8
 
 // scanMaps reads the task's memory map and matches each mapping's device field.
 // It returns the number of mapping lines.
@@ -558,7 +568,7 @@ func (s *procScanner) scanMaps(dirfd int, ws *workerState, h *holderAcc) (int, e
 			s.mapsLine(data[:nl], h)
 			data = data[nl+1:]
 		}
-		carry = copy(ws.maps, data)
+		carry = copy(ws.maps, data) // seq_file returns about a page per read; a short read is not EOF
 	}
 }
 
