@@ -105,6 +105,38 @@ type procScanner struct {
 	maxPaths int
 }
 
+// ErrNotProcfs: the root's /proc is not a procfs mount (a fixture tree), so processes
+// cannot be inspected.
+var ErrNotProcfs = errors.New("not a procfs mount")
+
+// newProcScanner opens the root's /proc and prepares the per-pid scan of target. The
+// caller closes s.procFD.
+func newProcScanner(ctx context.Context, root hostroot.Root, target *Target, maxPaths int) (*procScanner, error) {
+	procDir := root.Proc()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(procDir, &sfs); err != nil {
+		return nil, fmt.Errorf("statfs %s: %w", procDir, err)
+	}
+	if sfs.Type != unix.PROC_SUPER_MAGIC {
+		return nil, fmt.Errorf("%s: %w", procDir, ErrNotProcfs)
+	}
+	procFD, err := unix.Open(procDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", procDir, err)
+	}
+	s := &procScanner{ctx: ctx, table: target.Table, root: root, procFD: procFD,
+		target: newDevSet(target.Devs), maxPaths: maxPaths, mountOf: map[uint64]string{}}
+	for _, m := range target.Mounts {
+		k := devKey(m.Dev.Major, m.Dev.Minor)
+		if _, ok := s.mountOf[k]; !ok {
+			s.mountOf[k] = m.MountPoint
+		}
+	}
+	s.anonDev = anonInodeDev()
+	s.kcmpOK.Store(true)
+	return s, nil
+}
+
 // ScanProcesses looks at every process and every thread with its own fs or fd table under
 // the root's /proc and returns those that use a target device.
 func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts ProcessScanOptions) (*ProcessScan, error) {
@@ -114,33 +146,17 @@ func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts
 	if opts.MaxPaths <= 0 {
 		opts.MaxPaths = 4
 	}
-	procDir := root.Proc()
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(procDir, &sfs); err != nil {
-		return nil, fmt.Errorf("statfs %s: %w", procDir, err)
-	}
-	if sfs.Type != unix.PROC_SUPER_MAGIC {
+	s, err := newProcScanner(ctx, root, target, opts.MaxPaths)
+	if errors.Is(err, ErrNotProcfs) {
 		return &ProcessScan{Incomplete: []api.Incomplete{{
 			What:   "processes",
-			Reason: procDir + " is not a procfs mount; process holders were not scanned",
+			Reason: root.Proc() + " is not a procfs mount; process holders were not scanned",
 		}}}, nil
 	}
-	procFD, err := unix.Open(procDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", procDir, err)
+		return nil, err
 	}
-	defer unix.Close(procFD)
-
-	s := &procScanner{ctx: ctx, table: target.Table, root: root, procFD: procFD, target: newDevSet(target.Devs), maxPaths: opts.MaxPaths,
-		mountOf: map[uint64]string{}}
-	for _, m := range target.Mounts {
-		k := devKey(m.Dev.Major, m.Dev.Minor)
-		if _, ok := s.mountOf[k]; !ok {
-			s.mountOf[k] = m.MountPoint
-		}
-	}
-	s.anonDev = anonInodeDev()
-	s.kcmpOK.Store(true)
+	defer unix.Close(s.procFD)
 
 	pids, err := s.listPids()
 	if err != nil {
@@ -148,7 +164,7 @@ func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts
 	}
 	selfNS := uint64(0)
 	var stx unix.Statx_t
-	if err := statxAt(procFD, &[]byte("self/ns/mnt\x00")[0], &stx); err == nil {
+	if err := statxAt(s.procFD, &[]byte("self/ns/mnt\x00")[0], &stx); err == nil {
 		selfNS = stx.Ino
 	}
 

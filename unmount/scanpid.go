@@ -2,7 +2,6 @@ package unmount
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -12,9 +11,6 @@ import (
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/unmount/hostroot"
 )
-
-// ErrNotProcfs is returned by NewPIDScanner when the root's /proc is not a procfs mount.
-var ErrNotProcfs = errors.New("not a procfs mount")
 
 // PIDScan is what one process holds of a target: the targeted re-verification of a single
 // pid that a live watcher runs instead of a scan of every process.
@@ -45,28 +41,10 @@ func NewPIDScanner(root hostroot.Root, target *Target, opts ProcessScanOptions) 
 	if opts.MaxPaths <= 0 {
 		opts.MaxPaths = 4
 	}
-	procDir := root.Proc()
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(procDir, &sfs); err != nil {
-		return nil, fmt.Errorf("statfs %s: %w", procDir, err)
-	}
-	if sfs.Type != unix.PROC_SUPER_MAGIC {
-		return nil, fmt.Errorf("%s: %w", procDir, ErrNotProcfs)
-	}
-	procFD, err := unix.Open(procDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	s, err := newProcScanner(context.Background(), root, target, opts.MaxPaths)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", procDir, err)
+		return nil, err
 	}
-	s := &procScanner{ctx: context.Background(), table: target.Table, root: root, procFD: procFD,
-		target: newDevSet(target.Devs), maxPaths: opts.MaxPaths, mountOf: map[uint64]string{}}
-	for _, m := range target.Mounts {
-		k := devKey(m.Dev.Major, m.Dev.Minor)
-		if _, ok := s.mountOf[k]; !ok {
-			s.mountOf[k] = m.MountPoint
-		}
-	}
-	s.anonDev = anonInodeDev()
-	s.kcmpOK.Store(true)
 	return &PIDScanner{s: s, ws: newWorkerState()}, nil
 }
 
