@@ -12,17 +12,18 @@ import (
 	"time"
 
 	"github.com/adeagent/adeagent/agent"
+	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/config"
 	"github.com/adeagent/adeagent/agent/version"
 	"github.com/adeagent/adeagent/unmount/hostroot"
 )
 
-// Exit codes shared by adeagent and adeagentctl (DESIGN.md §3).
+// Exit codes: the ones in agent/api, shared by both binaries.
 const (
-	ExitOK          = 0 // ready / success
-	ExitNotReady    = 1 // not ready, blockers present, or the action failed
-	ExitUsage       = 2 // usage or configuration error
-	ExitUnreachable = 3 // daemon unreachable (adeagentctl only)
+	ExitOK          = api.ExitOK
+	ExitNotReady    = api.ExitNotReady
+	ExitUsage       = api.ExitUsage
+	ExitUnreachable = api.ExitUnreachable
 )
 
 // Defaults of the common flags.

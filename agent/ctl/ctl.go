@@ -19,12 +19,12 @@ import (
 	"github.com/adeagent/adeagent/agent/version"
 )
 
-// Exit codes (DESIGN.md §3; the same values as agent/cli).
+// Exit codes: the ones in agent/api, shared by both binaries.
 const (
-	ExitOK          = 0 // ready / success
-	ExitNotReady    = 1 // not ready, blockers present, or the action failed
-	ExitUsage       = 2 // usage error
-	ExitUnreachable = 3 // the daemon could not be reached
+	ExitOK          = api.ExitOK
+	ExitNotReady    = api.ExitNotReady
+	ExitUsage       = api.ExitUsage
+	ExitUnreachable = api.ExitUnreachable
 )
 
 // SocketEnv names the socket when --socket is not given.
