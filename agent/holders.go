@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,21 +58,23 @@ func (d *Daemon) startHolderWatch(ctx context.Context, wg *sync.WaitGroup) *watc
 // OS drive), and subscribers want the trend, not every fork.
 const holdersEventGap = time.Second
 
-// forwardHolderChanges sends a holders event when the watched holder count changed, at
-// most one per holdersEventGap (the count after a quiet gap is always sent).
+// forwardHolderChanges sends a holders event when the watched holder set changed, at most
+// one per holdersEventGap (the set after a quiet gap is always sent). The set is compared,
+// not its size: on a busy machine one holder leaving while another arrives keeps the count.
 func (d *Daemon) forwardHolderChanges(ctx context.Context, w *watch.Watcher) {
-	last := -1
+	last, sent := "", false
 	for {
 		ch := w.Changed()
-		if rep := w.Holders(); rep != nil && len(rep.Holders) != last {
-			last = len(rep.Holders)
+		rep := w.Holders()
+		if key := holderSetKey(rep); rep != nil && (!sent || key != last) {
+			last, sent = key, true
 			d.mu.Lock()
 			ev := api.Event{
 				SchemaVersion: api.SchemaVersion,
 				Time:          time.Now().UTC(),
 				Type:          api.EventHolders,
 				Phase:         d.phase,
-				Holders:       last,
+				Holders:       len(rep.Holders),
 				Blockers:      []string{},
 			}
 			if d.report != nil {
@@ -92,4 +96,17 @@ func (d *Daemon) forwardHolderChanges(ctx context.Context, w *watch.Watcher) {
 		case <-ch:
 		}
 	}
+}
+
+// holderSetKey identifies a holder set by its members' kind, pid, tid and mount.
+func holderSetKey(rep *api.HoldersReport) string {
+	if rep == nil {
+		return ""
+	}
+	keys := make([]string, 0, len(rep.Holders))
+	for _, h := range rep.Holders {
+		keys = append(keys, fmt.Sprintf("%s/%d/%d/%s", h.Kind, h.PID, h.TID, h.Mount))
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
 }
