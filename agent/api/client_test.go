@@ -4,82 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/server"
+	"github.com/adeagent/adeagent/agent/server/servertest"
 	"github.com/adeagent/adeagent/agent/version"
 )
 
-// backend is a minimal in-memory server.Backend.
-type backend struct {
-	mu      sync.Mutex
-	rep     *api.Report
-	changed chan struct{}
-	events  chan api.Event // the one subscriber's channel
-	subbed  chan struct{}
-}
+// backend is the in-memory server.Backend of servertest.
+type backend = servertest.Backend
 
 func newBackend(rep *api.Report) *backend {
-	return &backend{rep: rep, changed: make(chan struct{}), events: make(chan api.Event, 16), subbed: make(chan struct{}, 16)}
-}
-
-func (b *backend) Report() *api.Report {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.rep
-}
-
-func (b *backend) Changed() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.changed
-}
-
-func (b *backend) set(rep *api.Report) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.rep = rep
-	close(b.changed)
-	b.changed = make(chan struct{})
-}
-
-func (b *backend) Holders(context.Context) (*api.HoldersReport, error) {
-	return &api.HoldersReport{SchemaVersion: 1, Holders: []api.Holder{{Kind: api.KindProcess, PID: 7, Comm: "mongod"}}}, nil
-}
-
-func (b *backend) Subscribe(ctx context.Context) <-chan api.Event {
-	out := make(chan api.Event)
-	b.subbed <- struct{}{}
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-b.events:
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out
-}
-
-func (b *backend) WriteMetrics(w io.Writer) error {
-	_, err := io.WriteString(w, "adeagent_ready 1\n")
-	return err
+	b := servertest.NewBackend(rep)
+	b.HoldersReport = &api.HoldersReport{SchemaVersion: 1, Holders: []api.Holder{{Kind: api.KindProcess, PID: 7, Comm: "mongod"}}}
+	b.Metrics = "adeagent_ready 1\n"
+	return b
 }
 
 func report(ready bool) *api.Report {
@@ -88,23 +34,7 @@ func report(ready bool) *api.Report {
 
 func serve(t *testing.T, b server.Backend, opts server.Options) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "adeagent.sock")
-	ln, err := server.Listen(path, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- server.New(b, opts).Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
-	return path
+	return servertest.Serve(t, b, opts)
 }
 
 func ctx(t *testing.T) context.Context {
@@ -184,7 +114,7 @@ func TestClientRoutes(t *testing.T) {
 		}
 		got <- st
 	}()
-	b.set(report(true))
+	b.Set(report(true))
 	select {
 	case st := <-got:
 		if st == nil || st.TimedOut || !st.Report.Ready {
@@ -227,9 +157,9 @@ func TestEvents(t *testing.T) {
 			return nil
 		})
 	}()
-	<-b.subbed
+	<-b.Subscribed
 	for i := range 3 {
-		b.events <- api.Event{SchemaVersion: 1, Type: api.EventReport, Holders: i + 1}
+		b.Events <- api.Event{SchemaVersion: 1, Type: api.EventReport, Holders: i + 1}
 	}
 	select {
 	case err := <-done:
@@ -249,7 +179,7 @@ func TestEvents(t *testing.T) {
 	cx2, cancel2 := context.WithCancel(ctx(t))
 	done2 := make(chan error, 1)
 	go func() { done2 <- c.Events(cx2, func(api.Event) error { return nil }) }()
-	<-b.subbed
+	<-b.Subscribed
 	cancel2()
 	select {
 	case err := <-done2:

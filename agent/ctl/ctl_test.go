@@ -15,76 +15,14 @@ import (
 
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/server"
+	"github.com/adeagent/adeagent/agent/server/servertest"
 	"github.com/adeagent/adeagent/agent/version"
 )
 
-// backend is an in-memory server.Backend.
-type backend struct {
-	mu      sync.Mutex
-	rep     *api.Report
-	changed chan struct{}
-	events  chan api.Event
-	subbed  chan struct{}
-}
+// backend is the in-memory server.Backend of servertest.
+type backend = servertest.Backend
 
-func newBackend(rep *api.Report) *backend {
-	return &backend{rep: rep, changed: make(chan struct{}), events: make(chan api.Event, 16), subbed: make(chan struct{}, 16)}
-}
-
-func (b *backend) Report() *api.Report {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.rep
-}
-
-func (b *backend) Changed() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.changed
-}
-
-func (b *backend) set(rep *api.Report) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.rep = rep
-	close(b.changed)
-	b.changed = make(chan struct{})
-}
-
-func (b *backend) Holders(context.Context) (*api.HoldersReport, error) {
-	return &api.HoldersReport{
-		SchemaVersion: 1,
-		Target:        api.Target{Mounts: []string{"/"}, Devices: []string{"8:1"}},
-		Holders:       []api.Holder{{Kind: api.KindProcess, PID: 77, Comm: "mongod", Unit: "mongod.service", Uses: []string{"fd"}, Paths: []string{"/var/lib/mongodb/x.wt"}}},
-		Incomplete:    []api.Incomplete{},
-	}, nil
-}
-
-func (b *backend) Subscribe(ctx context.Context) <-chan api.Event {
-	out := make(chan api.Event)
-	b.subbed <- struct{}{}
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-b.events:
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out
-}
-
-func (b *backend) WriteMetrics(w io.Writer) error {
-	_, err := io.WriteString(w, "adeagent_ready 0\n")
-	return err
-}
+func newBackend(rep *api.Report) *backend { return servertest.NewBackend(rep) }
 
 func notReadyReport() *api.Report {
 	return &api.Report{
@@ -117,28 +55,12 @@ func readyReport() *api.Report {
 
 func serve(t *testing.T, b server.Backend) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "adeagent.sock")
-	serveAt(t, path, b)
-	return path
+	return servertest.Serve(t, b, server.Options{})
 }
 
 func serveAt(t *testing.T, path string, b server.Backend) {
 	t.Helper()
-	ln, err := server.Listen(path, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- server.New(b, server.Options{}).Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
+	servertest.ServeAt(t, path, b, server.Options{})
 }
 
 // run runs adeagentctl with args and returns the exit code, stdout and stderr.
@@ -261,7 +183,7 @@ func TestHumanOutputs(t *testing.T) {
 		t.Errorf("holders exit %d:\n%s", code, stdout)
 	}
 
-	b.set(readyReport())
+	b.Set(readyReport())
 	code, stdout, _ = run(t, nil, "--socket", sock, "status")
 	if code != ExitOK || !strings.Contains(stdout, "Status:    READY") || !strings.Contains(stdout, "permissive (was enforcing before prepare)") {
 		t.Errorf("ready status exit %d:\n%s", code, stdout)
@@ -281,7 +203,7 @@ func TestWait(t *testing.T) {
 	if code != ExitNotReady || !strings.Contains(stdout, "first evaluation") {
 		t.Errorf("wait without a report: %d\n%s%s", code, stdout, stderr)
 	}
-	b.set(notReadyReport())
+	b.Set(notReadyReport())
 	code, stdout, _ = run(t, env, "wait", "--timeout", "100ms")
 	if code != ExitNotReady || !strings.Contains(stdout, "NOT READY after 100ms (phase blocked): 2 blockers: services.heavy-active, selinux.enforcing") {
 		t.Errorf("wait with blockers: %d\n%s", code, stdout)
@@ -297,7 +219,7 @@ func TestWait(t *testing.T) {
 		code, _, _ := run(t, env, "wait", "--timeout", "2m")
 		done <- code
 	}()
-	b.set(readyReport())
+	b.Set(readyReport())
 	select {
 	case code := <-done:
 		if code != ExitOK {
@@ -318,10 +240,10 @@ func TestEvents(t *testing.T) {
 	go func() {
 		done <- Run(ctx, []string{"--socket", sock, "events"}, Env{Stdout: &stdout, Stderr: io.Discard})
 	}()
-	<-b.subbed
-	b.events <- api.Event{SchemaVersion: 1, Type: api.EventPhase, Phase: api.PhaseReady, Ready: true, Blockers: []string{}}
-	b.events <- api.Event{SchemaVersion: 1, Type: api.EventReport, Phase: api.PhaseReady, Ready: true, Blockers: []string{}}
-	b.events <- api.Event{SchemaVersion: 1, Type: api.EventHolders, Holders: 3}
+	<-b.Subscribed
+	b.Events <- api.Event{SchemaVersion: 1, Type: api.EventPhase, Phase: api.PhaseReady, Ready: true, Blockers: []string{}}
+	b.Events <- api.Event{SchemaVersion: 1, Type: api.EventReport, Phase: api.PhaseReady, Ready: true, Blockers: []string{}}
+	b.Events <- api.Event{SchemaVersion: 1, Type: api.EventHolders, Holders: 3}
 	select {
 	case <-stdout.lines(3):
 	case <-time.After(30 * time.Second):
