@@ -511,9 +511,8 @@ func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *worke
 		if n <= 0 {
 			return firstErr
 		}
-		// procfs fills a getdents buffer until the next entry does not fit, so a batch that
-		// left room for a whole entry more was the last one; skip the read that returns 0.
-		last := len(ws.dents)-n > maxDirent
+		// Read until getdents returns 0: a short batch is not the end. filldir64 stops early
+		// when a signal is pending, and the Go runtime signals its threads (preemption).
 		forEachDirent(ws.dents[:n], func(name []byte) {
 			r.fds++
 			if err := statxAt(fdfd, &name[0], &ws.stx); err != nil {
@@ -537,15 +536,8 @@ func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *worke
 				s.checkIOUring(dirfd, fdfd, name, ws, h)
 			}
 		})
-		if last {
-			return firstErr
-		}
 	}
 }
-
-// maxDirent bounds one getdents64 record: 19 bytes of header, a 255-byte name, its NUL
-// and the alignment padding.
-const maxDirent = 19 + 256 + 8
 
 // scanMaps reads the task's memory map and matches each mapping's device field.
 // It returns the number of mapping lines.
