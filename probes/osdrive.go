@@ -253,6 +253,11 @@ func kernelHoldersFinding(rep *api.HoldersReport, path ADEPath) (api.Finding, bo
 		case api.KindLoop, api.KindDM:
 			f.Related = append(f.Related, api.Related{Kind: "device", ID: firstPath(h)})
 		case api.KindNamespace:
+			// A service's private namespace (PrivateTmp=, ProtectSystem=, …) goes away when
+			// ADE restarts the service from its RAM copy; only other namespaces outlive that.
+			if classify(h) == classService {
+				continue
+			}
 			f.Related = append(f.Related, api.Related{Kind: "pid", ID: fmt.Sprint(h.PID)})
 		case api.KindOverlay:
 			f.Related = append(f.Related, api.Related{Kind: "mount", ID: h.Mount})

@@ -122,6 +122,16 @@ func TestKernelHoldersFinding(t *testing.T) {
 			t.Errorf("commands %q lack %q", f.Remediation.Commands, want)
 		}
 	}
+	serviceNS := []api.Holder{{Kind: api.KindNamespace, PID: 612, Unit: "systemd-logind.service", Paths: []string{"/"},
+		Detail: "mount namespace mnt:[4026532201] has the target mounted"}}
+	if _, ok := kernelHoldersFinding(&api.HoldersReport{Holders: serviceNS}, PathUnmount); ok {
+		t.Error("a service's private mount namespace reported; ADE's restart of the service clears it")
+	}
+	containerNS := []api.Holder{{Kind: api.KindNamespace, PID: 900, Unit: "docker-0123456789abcdef.scope",
+		Container: "docker:0123456789abcdef0123", Paths: []string{"/"}, Detail: "mount namespace mnt:[4026532300] has the target mounted"}}
+	if f, ok := kernelHoldersFinding(&api.HoldersReport{Holders: containerNS}, PathUnmount); !ok || !f.Blocker {
+		t.Errorf("a container's mount namespace holding the OS drive is not a blocker: %+v", f)
+	}
 	if strings.Contains(f.Summary, "/proc") {
 		t.Errorf("summary mentions a virtual mount: %q", f.Summary)
 	}
