@@ -260,7 +260,7 @@ func (s *procScanner) listPids() ([]int, error) {
 		if n <= 0 {
 			break
 		}
-		forEachDirent(buf[:n], func(name []byte) {
+		ForEachDirent(buf[:n], func(name []byte) {
 			if pid, ok := atoi(name); ok {
 				pids = append(pids, pid)
 			}
@@ -269,9 +269,9 @@ func (s *procScanner) listPids() ([]int, error) {
 	return pids, nil
 }
 
-// forEachDirent calls fn with each NUL-terminated name (the slice includes the NUL) in a
+// ForEachDirent calls fn with each NUL-terminated name (the slice includes the NUL) in a
 // getdents64 buffer, skipping "." and "..".
-func forEachDirent(buf []byte, fn func(name []byte)) {
+func ForEachDirent(buf []byte, fn func(name []byte)) {
 	for off := 0; off+19 < len(buf); {
 		reclen := int(*(*uint16)(unsafe.Pointer(&buf[off+16])))
 		if reclen == 0 || off+reclen > len(buf) {
@@ -513,7 +513,7 @@ func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *worke
 		}
 		// Read until getdents returns 0: a short batch is not the end. filldir64 stops early
 		// when a signal is pending, and the Go runtime signals its threads (preemption).
-		forEachDirent(ws.dents[:n], func(name []byte) {
+		ForEachDirent(ws.dents[:n], func(name []byte) {
 			r.fds++
 			if err := statxAt(fdfd, &name[0], &ws.stx); err != nil {
 				if !gone(err) && firstErr == nil {
@@ -616,7 +616,7 @@ func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *worker
 		if err != nil || n <= 0 {
 			break
 		}
-		forEachDirent(ws.dents[:n], func(name []byte) {
+		ForEachDirent(ws.dents[:n], func(name []byte) {
 			if tid, ok := atoi(name); ok && tid != pid {
 				tids = append(tids, tid)
 			}

@@ -43,6 +43,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/adeagent/adeagent/agent/api"
+	"github.com/adeagent/adeagent/unmount"
 )
 
 // Targets (README).
@@ -795,7 +796,7 @@ func floorScan(dev uint64, workers int, perProc bool) (floorResult, error) {
 		if n <= 0 {
 			break
 		}
-		eachDirent(buf[:n], func(name []byte) {
+		unmount.ForEachDirent(buf[:n], func(name []byte) {
 			if name[0] >= '0' && name[0] <= '9' {
 				pids = append(pids, string(name[:len(name)-1]))
 			}
@@ -835,7 +836,7 @@ func floorScan(dev uint64, workers int, perProc bool) (floorResult, error) {
 					if err != nil || n <= 0 {
 						break
 					}
-					eachDirent(buf[:n], func(name []byte) {
+					unmount.ForEachDirent(buf[:n], func(name []byte) {
 						nfds++
 						_, _, e := unix.Syscall6(unix.SYS_NEWFSTATAT, uintptr(fdfd),
 							uintptr(unsafe.Pointer(&name[0])), uintptr(unsafe.Pointer(&st)), 0, 0, 0)
@@ -852,26 +853,6 @@ func floorScan(dev uint64, workers int, perProc bool) (floorResult, error) {
 	}
 	wg.Wait()
 	return floorResult{procs: len(pids), fds: int(fds.Load()), matches: int(matches.Load()), dur: time.Since(start)}, nil
-}
-
-// eachDirent calls fn with each NUL-terminated name (NUL included) in a getdents64
-// buffer, skipping "." and "..".
-func eachDirent(buf []byte, fn func(name []byte)) {
-	for off := 0; off+19 < len(buf); {
-		reclen := int(*(*uint16)(unsafe.Pointer(&buf[off+16])))
-		if reclen == 0 || off+reclen > len(buf) {
-			return
-		}
-		name := buf[off+19 : off+reclen]
-		if end := bytes.IndexByte(name, 0); end >= 0 {
-			name = name[:end+1]
-		}
-		off += reclen
-		if name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)) {
-			continue
-		}
-		fn(name)
-	}
 }
 
 func (r *Results) print(w io.Writer) {
