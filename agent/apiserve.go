@@ -23,12 +23,12 @@ type apiHandle struct {
 
 // startAPI listens on socket and serves b there until shutdown. The socket answers as soon
 // as this returns; the server answers 503 while b.Report() is nil.
-func startAPI(ctx context.Context, b server.Backend, socket string, log *zap.Logger) (*apiHandle, error) {
+func startAPI(ctx context.Context, b server.Backend, socket, operatorGroup string, log *zap.Logger) (*apiHandle, error) {
 	ln, err := server.Listen(socket, SocketGroup)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	srv := server.New(b, server.Options{Logger: log.Named("api")})
+	srv := server.New(b, server.Options{Logger: log.Named("api"), OperatorGroup: operatorGroup})
 	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	h := &apiHandle{socket: socket, stop: stop, done: make(chan error, 1)}
 	go func() {

@@ -215,7 +215,7 @@ func (d *Daemon) Run(ctx context.Context) (int, error) {
 	}
 
 	// Listen early: until the first evaluation the API answers 503.
-	srv, err := startAPI(ctx, d, cfg.Socket, d.log)
+	srv, err := startAPI(ctx, d, cfg.Socket, cfg.OperatorGroup, d.log)
 	if err != nil {
 		return 1, fmt.Errorf("API socket %s: %w", cfg.Socket, err)
 	}

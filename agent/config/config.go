@@ -10,6 +10,7 @@
 //	log_level: info                      # debug | info | warn | error
 //	socket: /run/adeagent/adeagent.sock  # the API socket
 //	state_dir: /var/lib/adeagent         # the journal and the last report
+//	operator_group: ""                   # group allowed to prepare/restore besides root
 //	probes:                              # every probe is enabled unless switched off here
 //	  <probe name>: {enabled: true}
 //	network:
@@ -48,6 +49,9 @@ import (
 const DefaultPath = "/etc/adeagent/adeagent.yaml"
 
 // Config is adeagent's effective configuration.
+// groupName is what shadow-utils accepts as a group name.
+var groupName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*\$?$`)
+
 type Config struct {
 	// LogLevel is the log level: debug, info, warn or error. Default "info".
 	LogLevel string `yaml:"log_level"`
@@ -55,6 +59,9 @@ type Config struct {
 	Socket string `yaml:"socket"`
 	// StateDir holds the journal and the last report. Default "/var/lib/adeagent".
 	StateDir string `yaml:"state_dir"`
+	// OperatorGroup names a group whose members may use the API's write routes (prepare,
+	// restore) besides root. Default "": root only. Read at daemon start.
+	OperatorGroup string `yaml:"operator_group"`
 	// Probes switches probes on and off by name. Every probe not listed is enabled.
 	Probes map[string]Probe `yaml:"probes"`
 	// Network configures network.endpoint.
@@ -295,6 +302,17 @@ func (c *Config) parse(file string, data []byte) error {
 			s, err := p.absPath(v, key)
 			c.StateDir = s
 			return err
+		},
+		"operator_group": func(_, v *yaml.Node, key string) error {
+			s, err := p.str(v, key)
+			if err != nil {
+				return err
+			}
+			if s != "" && !groupName.MatchString(s) {
+				return p.errf(v, key, "invalid group name %q", s)
+			}
+			c.OperatorGroup = s
+			return nil
 		},
 		"probes":  func(_, v *yaml.Node, key string) error { return p.probes(c, v, key) },
 		"network": func(_, v *yaml.Node, key string) error { return p.network(c, v, key) },

@@ -48,7 +48,7 @@ func TestFullFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.LogLevel != "debug" || c.Socket != "/run/custom/adeagent.sock" || c.StateDir != "/srv/adeagent" {
+	if c.LogLevel != "debug" || c.Socket != "/run/custom/adeagent.sock" || c.StateDir != "/srv/adeagent" || c.OperatorGroup != "adeagent-ops" {
 		t.Errorf("scalars: %+v", c)
 	}
 	if c.ProbeEnabled("memory") || !c.ProbeEnabled("network") || !c.ProbeEnabled("kernel") {
@@ -115,6 +115,7 @@ func TestErrors(t *testing.T) {
 		{"relative socket", "socket: run/x.sock\n", `bad.yaml:1: socket: want an absolute path, got "run/x.sock"`},
 		{"number as path", "state_dir: 12\n", `bad.yaml:1: state_dir: want a string, got int 12`},
 		{"empty value", "state_dir:\n", `bad.yaml:1: state_dir: missing value (remove the key for the default)`},
+		{"bad group name", "operator_group: \"ops team\"\n", `bad.yaml:1: operator_group: invalid group name "ops team"`},
 		{"yes is not a bool", "ade:\n  auto_prepare: yes\n", `bad.yaml:2: ade.auto_prepare: want true or false, got "yes"`},
 		{"enabled string", "probes:\n  kernel:\n    enabled: \"false\"\n", `bad.yaml:3: probes.kernel.enabled: want true or false, got "false"`},
 		{"probe not a mapping", "probes:\n  kernel: false\n", `bad.yaml:2: probes.kernel: want a mapping, got bool false`},
