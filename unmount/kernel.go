@@ -29,19 +29,21 @@ var remoteFS = map[string]bool{
 
 // kernelScan carries the inputs of the kernel-holder checks.
 type kernelScan struct {
-	ctx    context.Context
-	root   hostroot.Root
-	target *Target
-	sys    Sysfs
-	out    []api.Holder
-	inc    []api.Incomplete
-	seen   map[int]bool // mount ids already reported
+	ctx      context.Context
+	root     hostroot.Root
+	target   *Target
+	sys      Sysfs
+	out      []api.Holder
+	inc      []api.Incomplete
+	seen     map[int]bool // mount ids already reported
+	swapList []Swap       // active swap areas, read once
 }
 
 // KernelHolders finds the holders of target that are not processes. ps supplies the mount
 // namespaces seen by the process scan (nil skips the namespace check).
 func KernelHolders(ctx context.Context, root hostroot.Root, target *Target, ps *ProcessScan) ([]api.Holder, []api.Incomplete) {
 	k := &kernelScan{ctx: ctx, root: root, target: target, sys: Sysfs{Root: root}, seen: map[int]bool{}}
+	k.readSwaps()
 	k.childMounts()
 	k.bindMounts()
 	k.overlays()
@@ -166,8 +168,8 @@ func (k *kernelScan) overlays() {
 	}
 }
 
-// swaps: active swap files or partitions on the target.
-func (k *kernelScan) swaps() {
+// readSwaps reads the active swap areas for swaps and stacked.
+func (k *kernelScan) readSwaps() {
 	data, err := os.ReadFile(k.root.Proc("swaps"))
 	if err != nil {
 		if !os.IsNotExist(err) {
@@ -175,7 +177,12 @@ func (k *kernelScan) swaps() {
 		}
 		return
 	}
-	for _, s := range ParseSwaps(data) {
+	k.swapList = ParseSwaps(data)
+}
+
+// swaps: active swap files or partitions on the target.
+func (k *kernelScan) swaps() {
+	for _, s := range k.swapList {
 		var d Dev
 		var ok bool
 		if s.Type == "partition" {
@@ -271,10 +278,8 @@ func (k *kernelScan) stacked() {
 		}
 	}
 	swapDevs := map[string]bool{}
-	if data, err := os.ReadFile(k.root.Proc("swaps")); err == nil {
-		for _, s := range ParseSwaps(data) {
-			swapDevs[s.Path] = true
-		}
+	for _, s := range k.swapList {
+		swapDevs[s.Path] = true
 	}
 	seen := map[string]bool{}
 	for _, d := range k.target.Devs {
