@@ -78,14 +78,9 @@ func holderMain(mode, path string) int {
 			return fail(err)
 		}
 	case "mmap":
-		fd, err := unix.Open(path, unix.O_RDONLY, 0)
-		if err != nil {
+		if err := mapAndClose(path); err != nil {
 			return fail(err)
 		}
-		if _, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_SHARED); err != nil {
-			return fail(err)
-		}
-		unix.Close(fd)
 	case "fd-many":
 		// 5000 fds before the one on the target: the fd directory takes several getdents
 		// batches, and the holder is in the last.
@@ -100,14 +95,9 @@ func holderMain(mode, path string) int {
 	case "mmap-many":
 		// The target's mapping comes first (mmap goes top-down, so it is listed last) and
 		// 3000 mappings of another file follow, so maps is read in several chunks.
-		fd, err := unix.Open(path, unix.O_RDONLY, 0)
-		if err != nil {
+		if err := mapAndClose(path); err != nil {
 			return fail(err)
 		}
-		if _, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_SHARED); err != nil {
-			return fail(err)
-		}
-		unix.Close(fd)
 		self, err := os.Executable()
 		if err != nil {
 			return fail(err)
@@ -163,6 +153,17 @@ func holderMain(mode, path string) int {
 	fmt.Printf("ready %d\n", tid)
 	io.Copy(io.Discard, os.Stdin)
 	return 0
+}
+
+// mapAndClose maps the first page of path and closes the fd: only the mapping holds it.
+func mapAndClose(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_SHARED)
+	return err
 }
 
 // holder is a running holder process.
