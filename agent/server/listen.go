@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -25,7 +26,8 @@ var ErrAlreadyRunning = errors.New("another adeagent answers on the socket")
 // missing, removes a stale socket file only after a dial to it failed (it refuses to
 // start when another daemon answers, and never removes something that is not a socket),
 // and makes the socket mode 0660. When group names an existing group, the socket (and a
-// directory Listen created) get that group; a missing group is not an error, the socket
+// directory Listen created, or a root:root one such as systemd's RuntimeDirectory=) get
+// that group; a missing group is not an error, the socket
 // then stays root-only. Closing the listener removes the socket file.
 func Listen(path, group string) (net.Listener, error) {
 	gid := -1
@@ -37,7 +39,7 @@ func Listen(path, group string) (net.Listener, error) {
 		}
 	}
 	dir := filepath.Dir(path)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	if fi, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dir, SocketDirMode); err != nil {
 			return nil, fmt.Errorf("create the socket directory: %w", err)
 		}
@@ -52,6 +54,13 @@ func Listen(path, group string) (net.Listener, error) {
 		}
 	} else if err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
+	} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && gid >= 0 && st.Uid == 0 && st.Gid == 0 {
+		// systemd's RuntimeDirectory= makes the directory root:root; members of the
+		// group must be able to reach the socket in it. A directory owned by anyone
+		// else, or already given a group, is left as it is.
+		if err := os.Chown(dir, -1, gid); err != nil {
+			return nil, fmt.Errorf("socket directory: %w", err)
+		}
 	}
 
 	if fi, err := os.Lstat(path); err == nil {
