@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -51,6 +52,20 @@ type Family struct {
 	Data         []string            `yaml:"data"`
 	PreStop      []Step              `yaml:"prestop"`
 	Notes        string              `yaml:"notes"`
+	// StopTimeout bounds each stop job of the family's units and reactivators during
+	// prepare (Go duration text, e.g. "5m"). Empty: DefaultStopTimeout.
+	StopTimeout string `yaml:"stop_timeout"`
+}
+
+// DefaultStopTimeout bounds a stop job of a family without stop_timeout.
+const DefaultStopTimeout = 2 * time.Minute
+
+// StopDeadline is the family's stop_timeout, or DefaultStopTimeout.
+func (f Family) StopDeadline() time.Duration {
+	if d, err := time.ParseDuration(f.StopTimeout); err == nil && d > 0 {
+		return d
+	}
+	return DefaultStopTimeout
 }
 
 // Processes says how to recognise a family's processes without systemd.
@@ -64,10 +79,34 @@ type Processes struct {
 	Cmdline []string `yaml:"cmdline"`
 }
 
-// Step is one pre-stop step: a hint for people and, when it needs no parameters, an argv.
+// Step is one pre-stop step: a hint for people and, when it needs no parameters, an argv
+// (run by prepare without a shell) or a built-in action.
 type Step struct {
 	Hint string   `yaml:"hint"`
 	Argv []string `yaml:"argv"`
+	// Action is a built-in step of prepare instead of an argv: ActionDockerContainers.
+	Action string `yaml:"action"`
+	// Timeout bounds the step (Go duration text). Empty: DefaultStepTimeout.
+	Timeout string `yaml:"timeout"`
+}
+
+// Built-in pre-stop actions.
+const (
+	// ActionDockerContainers records the running containers and their restart policies
+	// through the Docker Engine API (restore starts them again), and stops them first when
+	// dockerd runs with live-restore (they would outlive docker.service otherwise).
+	ActionDockerContainers = "docker-containers"
+)
+
+// DefaultStepTimeout bounds a pre-stop step without timeout.
+const DefaultStepTimeout = 5 * time.Minute
+
+// Deadline is the step's timeout, or DefaultStepTimeout.
+func (s Step) Deadline() time.Duration {
+	if d, err := time.ParseDuration(s.Timeout); err == nil && d > 0 {
+		return d
+	}
+	return DefaultStepTimeout
 }
 
 var (
@@ -119,6 +158,26 @@ func (c *Catalog) Validate() error {
 		for _, g := range globs {
 			if _, err := filepath.Match(g, ""); err != nil || g == "" {
 				errs = append(errs, fmt.Errorf("family %q: bad pattern %q", f.Name, g))
+			}
+		}
+		if f.StopTimeout != "" {
+			if d, err := time.ParseDuration(f.StopTimeout); err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("family %q: bad stop_timeout %q (want a Go duration like 5m)", f.Name, f.StopTimeout))
+			}
+		}
+		for _, st := range f.PreStop {
+			if st.Timeout != "" {
+				if d, err := time.ParseDuration(st.Timeout); err != nil || d <= 0 {
+					errs = append(errs, fmt.Errorf("family %q: prestop: bad timeout %q", f.Name, st.Timeout))
+				}
+			}
+			switch st.Action {
+			case "", ActionDockerContainers:
+			default:
+				errs = append(errs, fmt.Errorf("family %q: prestop: unknown action %q (want %s)", f.Name, st.Action, ActionDockerContainers))
+			}
+			if st.Action != "" && len(st.Argv) > 0 {
+				errs = append(errs, fmt.Errorf("family %q: prestop: a step has either argv or action, not both", f.Name))
 			}
 		}
 		for d := range f.DistroUnits {

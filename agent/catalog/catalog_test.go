@@ -3,6 +3,7 @@ package catalog
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefaultParsesAndValidates(t *testing.T) {
@@ -178,5 +179,36 @@ func TestDistroFamily(t *testing.T) {
 	}
 	if got := DistroFamily("rocky-custom", strings.Fields("rhel centos fedora")); got != RHEL {
 		t.Errorf("ID_LIKE not used: %q", got)
+	}
+}
+
+func TestStopTimeoutsAndActions(t *testing.T) {
+	c, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range c.Families {
+		if f.StopTimeout == "" {
+			t.Errorf("family %s has no stop_timeout", f.Name)
+		}
+	}
+	if f, _ := c.Family("mongodb"); f.StopDeadline() != 5*time.Minute {
+		t.Errorf("mongodb stop deadline = %v", f.StopDeadline())
+	}
+	if f, _ := c.Family("docker"); len(f.PreStop) == 0 || f.PreStop[0].Action != ActionDockerContainers {
+		t.Errorf("docker prestop = %+v", f.PreStop)
+	}
+	if (Family{}).StopDeadline() != DefaultStopTimeout || (Step{}).Deadline() != DefaultStepTimeout {
+		t.Error("defaults")
+	}
+	for _, bad := range []string{
+		"families: [{name: x, stop_timeout: soon}]",
+		"families: [{name: x, prestop: [{action: reboot}]}]",
+		"families: [{name: x, prestop: [{action: docker-containers, argv: [true]}]}]",
+		"families: [{name: x, prestop: [{timeout: -1s}]}]",
+	} {
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
 	}
 }
