@@ -112,9 +112,10 @@ func (in *inotify) close() error {
 	return nil
 }
 
-// sync makes the watches match want (host paths). Failures to add one watch are
-// returned together; the rest still hold.
-func (in *inotify) sync(root hostroot.Root, want specs) error {
+// sync makes the watches match want (host paths) and says how many it added or changed.
+// Failures to add one watch are returned together; the rest still hold.
+func (in *inotify) sync(root hostroot.Root, want specs) (int, error) {
+	added := 0
 	var errs []error
 	for dir, wd := range in.byDir {
 		if _, ok := want[dir]; !ok {
@@ -142,8 +143,9 @@ func (in *inotify) sync(root hostroot.Root, want specs) error {
 		in.byWD[int32(wd)] = dir
 		in.byDir[dir] = int32(wd)
 		in.masks[dir] = s.mask
+		added++
 	}
-	return errors.Join(errs...)
+	return added, errors.Join(errs...)
 }
 
 func (in *inotify) forget(wd int32) {

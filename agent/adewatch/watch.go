@@ -151,7 +151,12 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 	buf := make([]byte, 64*1024)
 	warned := false
 
+	// scan reads the host and then sets the watches up for what it found. A directory that
+	// appeared between the read and its watch would go unseen, so a scan that added
+	// watches asks for another read (it converges as soon as the tree stops changing).
+	again := false
 	scan := func() error {
+		again = false
 		evs := w.Scan()
 		cur := w.Current()
 		if cur.Stripdown != "" {
@@ -177,9 +182,11 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 			}
 			if in != nil {
 				active = w.wanted()
-				if err := in.sync(w.root, active); err != nil {
+				added, err := in.sync(w.root, active)
+				if err != nil {
 					w.log.Debug("some ADE watches could not be added", zap.Error(err))
 				}
+				again = added > 0
 			}
 		}
 		w.mu.Lock()
@@ -206,6 +213,9 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 	next := time.Now().Add(w.interval)
 	var due time.Time // a debounced re-read, zero when none is pending
 	for ctx.Err() == nil {
+		if again && due.IsZero() {
+			due = time.Now().Add(w.debounce)
+		}
 		fds := []unix.PollFd{{Fd: int32(wake), Events: unix.POLLIN}}
 		if mountFD >= 0 {
 			fds = append(fds, unix.PollFd{Fd: int32(mountFD), Events: unix.POLLPRI})
