@@ -251,16 +251,15 @@ func highestSettings(root hostroot.Root, dir string) int {
 
 // tracker turns successive snapshots into deduplicated events and the current State.
 type tracker struct {
-	started   bool // a snapshot has been applied
-	prev      snapshot
-	state     State
-	request   bool
-	reqKey    string
-	running   bool // EncryptionStarted condition
-	stripped  bool
-	msgKey    string
-	outcome   string
-	lastEvent time.Time
+	started  bool // a snapshot has been applied
+	prev     snapshot
+	state    State
+	request  bool
+	reqKey   string
+	running  bool // EncryptionStarted condition
+	stripped bool
+	msgKey   string
+	outcome  string
 }
 
 // apply folds a snapshot into the state and returns the transitions it shows.
