@@ -21,7 +21,8 @@ import (
 const (
 	maskSelf   = unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 	maskParent = unix.IN_CREATE | unix.IN_MOVED_TO | maskSelf
-	maskTarget = maskParent | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_CLOSE_WRITE | unix.IN_MODIFY
+	maskDirs   = maskParent | unix.IN_DELETE | unix.IN_MOVED_FROM
+	maskTarget = maskDirs | unix.IN_CLOSE_WRITE | unix.IN_MODIFY
 )
 
 // spec says which entries of a watched directory matter.
@@ -56,12 +57,12 @@ func (ss specs) get(p string) *spec {
 	return s
 }
 
-// want adds a directory to watch (with its spec), or, when it does not exist yet, its
-// nearest existing ancestor watched for the next path component.
-func (ss specs) want(dir string, exists func(string) bool, fill func(*spec)) {
+// want adds a directory to watch with mask (and its spec), or, when it does not exist
+// yet, its nearest existing ancestor watched for the next path component.
+func (ss specs) want(dir string, mask uint32, exists func(string) bool, fill func(*spec)) {
 	if exists(dir) {
 		s := ss.get(dir)
-		s.mask |= maskTarget
+		s.mask |= mask
 		fill(s)
 		return
 	}

@@ -296,23 +296,25 @@ func (w *Watcher) wanted() specs {
 		return err == nil && fi.IsDir()
 	}
 	ss := specs{}
-	ss.want(probes.ADEConfigDir, exists, func(s *spec) {
+	ss.want(probes.ADEConfigDir, maskTarget, exists, func(s *spec) {
 		for _, f := range []string{probes.ADERequestMarker, probes.ADEDecryptMarker, probes.ADEConfigFile, probes.ADEMarkersDir} {
 			s.names[path.Base(f)] = true
 		}
 	})
 	if exists(probes.ADEConfigDir) {
-		ss.want(probes.ADEMarkersDir, exists, func(s *spec) { s.any = true })
+		ss.want(probes.ADEMarkersDir, maskDirs, exists, func(s *spec) { s.any = true })
 	}
-	ss.want(probes.WAAgentLibDir, exists, func(s *spec) { s.handlers = true })
+	// WALinuxAgent rewrites its own files in /var/lib/waagent and the handler directory
+	// often: there only entries appearing and going matter.
+	ss.want(probes.WAAgentLibDir, maskDirs, exists, func(s *spec) { s.handlers = true })
 	dirs, err := probes.ADEHandlerDirs(w.root)
 	if err != nil {
 		w.log.Debug("list ADE handler directories", zap.Error(err))
 	}
 	for _, h := range dirs {
-		ss.want(h, exists, func(s *spec) { s.names["status"], s.names["config"] = true, true })
-		ss.want(probes.ADEStatusDir(h), exists, func(s *spec) { s.suffixes = append(s.suffixes, ".status") })
-		ss.want(probes.ADESettingsDir(h), exists, func(s *spec) { s.suffixes = append(s.suffixes, ".settings") })
+		ss.want(h, maskDirs, exists, func(s *spec) { s.names["status"], s.names["config"] = true, true })
+		ss.want(probes.ADEStatusDir(h), maskTarget, exists, func(s *spec) { s.suffixes = append(s.suffixes, ".status") })
+		ss.want(probes.ADESettingsDir(h), maskDirs, exists, func(s *spec) { s.suffixes = append(s.suffixes, ".settings") })
 	}
 	return ss
 }
