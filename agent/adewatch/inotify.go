@@ -138,10 +138,11 @@ func (in *inotify) sync(root hostroot.Root, want specs) (int, error) {
 			}
 			continue
 		}
-		if old, ok := in.byWD[int32(wd)]; ok && old != dir {
-			delete(in.byDir, old) // the same directory under another name
+		if _, ok := in.byWD[int32(wd)]; !ok {
+			// The same directory under two names (a symlink) shares one watch; events
+			// are attributed to the first name.
+			in.byWD[int32(wd)] = dir
 		}
-		in.byWD[int32(wd)] = dir
 		in.byDir[dir] = int32(wd)
 		in.masks[dir] = s.mask
 		added++
@@ -150,9 +151,11 @@ func (in *inotify) sync(root hostroot.Root, want specs) (int, error) {
 }
 
 func (in *inotify) forget(wd int32) {
-	if dir, ok := in.byWD[wd]; ok {
-		delete(in.byDir, dir)
-		delete(in.masks, dir)
+	for dir, w := range in.byDir {
+		if w == wd {
+			delete(in.byDir, dir)
+			delete(in.masks, dir)
+		}
 	}
 	delete(in.byWD, wd)
 }

@@ -100,8 +100,10 @@ func (w *Watcher) Current() State {
 	return w.cur.clone()
 }
 
-// Scan reads the host once, outside Run, and returns the transitions since the last read
-// (the first read's events are Initial). Run calls it for every trigger.
+// Scan reads the host once and returns the transitions since the last read (the first
+// read's events are Initial). Run calls it for every trigger; do not call it while Run
+// runs, as the events it returns would not reach Run's channel. Calling it once before
+// Run (a synchronous first look at start) is fine: Run then sends only later changes.
 func (w *Watcher) Scan() []Event {
 	var s snapshot
 	readMountFacts(w.root, &s)
