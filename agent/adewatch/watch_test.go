@@ -206,3 +206,33 @@ func TestWatchStripdownDropsWatches(t *testing.T) {
 		t.Fatal("watches not restored after the stripdown ended")
 	}
 }
+
+// TestWatchRenameAndRecreate: a marker written by temp file + rename is seen as well as
+// an in-place write, and a marker removed and written again is a new request.
+func TestWatchRenameAndRecreate(t *testing.T) {
+	f := newFixture(t)
+	f.mounts(normalMounts)
+	f.write("/var/lib/azure_disk_encryption_config/azure_crypt_config.ini", "[azure_crypt_config]\n")
+	r := startWatcher(t, f, WithInterval(time.Hour), WithDebounce(20*time.Millisecond))
+	marker := "/var/lib/azure_disk_encryption_config/azure_crypt_request_queue.ini"
+	f.write(marker+".tmp", "[encryption_request_queue]\nvolumetype = All\n")
+	if err := os.Rename(f.path(marker+".tmp"), f.path(marker)); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.expect(RequestSeen, 5*time.Second); e.Initial {
+		t.Errorf("RequestSeen = %+v", e)
+	}
+	if cur := r.w.Current(); cur.Request == nil || cur.Request.VolumeType != "All" || !cur.Request.CoversOS() {
+		t.Errorf("request = %+v", cur.Request)
+	}
+	f.remove(marker)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.w.Current().Request != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if cur := r.w.Current(); cur.Request != nil || cur.Phase != PhaseIdle {
+		t.Fatalf("after removal: %+v", cur)
+	}
+	f.request("OS")
+	r.expect(RequestSeen, 5*time.Second)
+}
