@@ -27,7 +27,8 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 
 // NewEnv is everything the probes may look at, from the host root and the configuration.
 // units answers systemd questions; nil makes the probes fall back to /proc. Every call
-// makes a new OS-drive scan (it runs once, on first use), so use one Env per evaluation.
+// makes a new OS-drive scan and process list (each runs once, on first use), so use one
+// Env per evaluation.
 func NewEnv(root hostroot.Root, cfg *config.Config, units probes.Units) (*probes.Env, error) {
 	// A missing or unreadable os-release leaves the distribution unknown; the distro probe
 	// reports that, so it is not an error here.
@@ -41,6 +42,7 @@ func NewEnv(root hostroot.Root, cfg *config.Config, units probes.Units) (*probes
 		Distro:         d,
 		ConnectTimeout: time.Duration(cfg.Network.ConnectTimeout),
 		OSDrive:        probes.NewOSDriveScan(root, unmount.Options{}),
+		Procs:          probes.NewProcessList(root),
 	}
 	for _, ep := range cfg.AllEndpoints() {
 		env.Endpoints = append(env.Endpoints, probes.Endpoint{Name: ep.Name, Addr: ep.Addr})

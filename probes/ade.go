@@ -62,7 +62,7 @@ func (v *adeView) any() bool {
 }
 
 func (p adeProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error) {
-	v, err := inspectADE(ctx, env.Root)
+	v, err := inspectADE(ctx, env)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,8 @@ func (p adeProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error) {
 	return stampProbe(p.Name(), []api.Finding{adeFinding(v)}), nil
 }
 
-func inspectADE(ctx context.Context, root hostroot.Root) (*adeView, error) {
+func inspectADE(ctx context.Context, env *Env) (*adeView, error) {
+	root := env.Root
 	v := &adeView{}
 	dirs, err := listExtHandlerDirs(root)
 	if err != nil {
@@ -125,7 +126,7 @@ func inspectADE(ctx context.Context, root hostroot.Root) (*adeView, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	procs, err := waListProcesses(root)
+	procs, err := waListProcesses(ctx, env)
 	if err != nil {
 		return nil, err
 	}

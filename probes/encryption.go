@@ -171,7 +171,7 @@ func adeCryptItems(root hostroot.Root) (items []adeCryptItem, unreadable []strin
 
 func (p encryptionProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error) {
 	root := env.Root
-	ade, err := inspectADE(ctx, root)
+	ade, err := inspectADE(ctx, env)
 	if err != nil {
 		return nil, err
 	}

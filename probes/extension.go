@@ -39,7 +39,7 @@ func (p extensionProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error
 	out = append(out, extDeprecated(dirs)...)
 
 	latest := latestHandlerDirs(dirs)
-	procs, err := waListProcesses(env.Root)
+	procs, err := waListProcesses(ctx, env)
 	if err != nil {
 		return nil, err
 	}

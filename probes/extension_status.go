@@ -14,6 +14,7 @@ package probes
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -258,34 +259,21 @@ type waProc struct {
 	Cwd     string // readlink of cwd, "" if unreadable
 }
 
-// waListProcesses reads every process's cmdline and cwd through the root. Kernel threads
-// (empty cmdline) are skipped; processes that vanish or cannot be read are skipped, as
-// these probes only look for positive evidence. A root without procfs has no processes.
-func waListProcesses(root hostroot.Root) ([]waProc, error) {
-	entries, err := os.ReadDir(root.Proc())
+// waListProcesses returns every process's command line and cwd from the evaluation's
+// shared process list. Kernel threads (empty cmdline) are skipped; processes that vanish
+// or cannot be read are skipped, as these probes only look for positive evidence. A root
+// without procfs has no processes.
+func waListProcesses(ctx context.Context, env *Env) ([]waProc, error) {
+	procs, err := env.Processes(ctx)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("read %s: %w", root.Proc(), err)
+		return nil, err
 	}
-	var out []waProc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 {
-			continue
-		}
-		raw, err := os.ReadFile(root.PID(pid, "cmdline"))
-		if err != nil {
-			continue
-		}
-		raw = bytes.TrimRight(raw, "\x00")
-		if len(raw) == 0 {
-			continue
-		}
-		argv := strings.Split(string(raw), "\x00")
-		cwd, _ := os.Readlink(root.PID(pid, "cwd"))
-		out = append(out, waProc{PID: pid, Argv: argv, Cmdline: strings.Join(argv, " "), Cwd: cwd})
+	out := make([]waProc, 0, len(procs))
+	for _, p := range procs {
+		out = append(out, waProc{PID: p.PID, Argv: p.Argv, Cmdline: strings.Join(p.Argv, " "), Cwd: p.Cwd})
 	}
 	return out, nil
 }

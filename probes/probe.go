@@ -38,6 +38,8 @@ type Env struct {
 	Units Units
 	// OSDrive is the OS drive's holder scan, run once and shared.
 	OSDrive *OSDriveScan
+	// Procs is the process list, walked once and shared (nil: each Processes call walks).
+	Procs *ProcessList
 }
 
 // Endpoint is a TCP endpoint ADE needs to reach.

@@ -1,7 +1,6 @@
 package probes
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -87,7 +86,7 @@ func (p servicesProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error)
 			sources = append(sources, "systemd")
 		}
 	}
-	procs, procErr := svcScanCatalogProcs(ctx, env.Root, heavy)
+	procs, procErr := svcScanCatalogProcs(ctx, env, heavy)
 	switch {
 	case procErr != nil && !fromSystemd:
 		if sysErr != nil {
@@ -192,46 +191,34 @@ func svcAttachProcs(hits []*svcFamilyHit, procs map[string][]svcProcHit) {
 	}
 }
 
-// svcScanCatalogProcs walks /proc and returns the catalog processes by family name.
-func svcScanCatalogProcs(ctx context.Context, root hostroot.Root, families []catalog.Family) (map[string][]svcProcHit, error) {
-	entries, err := os.ReadDir(root.Proc())
+// svcScanCatalogProcs returns the catalog processes by family name, from the evaluation's
+// shared process list.
+func svcScanCatalogProcs(ctx context.Context, env *Env, families []catalog.Family) (map[string][]svcProcHit, error) {
+	procs, err := env.Processes(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
+		return nil, err
 	}
 	out := map[string][]svcProcHit{}
-	for i, e := range entries {
-		if i%256 == 0 && ctx.Err() != nil {
-			return nil, fmt.Errorf("list processes: %w", ctx.Err())
-		}
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 {
-			continue
-		}
-		comm := svcReadProcLine(root.PID(pid, "comm"))
-		exe := ""
-		if target, err := os.Readlink(root.PID(pid, "exe")); err == nil {
-			exe = filepath.Base(strings.TrimSuffix(target, " (deleted)"))
+	for _, pr := range procs {
+		comm, exe := pr.Comm, ""
+		if pr.Exe != "" {
+			exe = filepath.Base(pr.Exe)
 		}
 		if comm == "" && exe == "" {
-			continue // gone meanwhile, or not a process directory
-		}
-		// Zombies and kernel threads have an empty command line and hold nothing.
-		argv := svcReadCmdline(root.PID(pid, "cmdline"))
-		if len(argv) == 0 {
-			continue
+			continue // gone meanwhile
 		}
 		for _, f := range families {
 			if !f.HasProcessMatchers() {
 				continue
 			}
-			if !f.MatchProcess(comm, exe, argv) {
+			if !f.MatchProcess(comm, exe, pr.Argv) {
 				continue
 			}
-			unit, container := svcUnitOfPID(root, pid)
+			unit, container := svcUnitOfPID(env.Root, pr.PID)
 			if comm == "" {
 				comm = exe
 			}
-			out[f.Name] = append(out[f.Name], svcProcHit{PID: pid, Comm: comm, Unit: unit, Container: container})
+			out[f.Name] = append(out[f.Name], svcProcHit{PID: pr.PID, Comm: comm, Unit: unit, Container: container})
 			break
 		}
 	}
@@ -465,24 +452,4 @@ func svcContainsInt(list []int, v int) bool {
 		}
 	}
 	return false
-}
-
-// svcReadProcLine reads the first line of a small procfs file ("" when unreadable).
-func svcReadProcLine(p string) string {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return ""
-	}
-	line, _, _ := bytes.Cut(b, []byte("\n"))
-	return strings.TrimSpace(string(line))
-}
-
-// svcReadCmdline splits a NUL-separated command line.
-func svcReadCmdline(p string) []string {
-	b, err := os.ReadFile(p)
-	if err != nil || len(b) == 0 {
-		return nil
-	}
-	b = bytes.TrimRight(b, "\x00")
-	return strings.Split(string(b), "\x00")
 }

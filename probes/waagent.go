@@ -150,7 +150,7 @@ var waSitePackages = []string{
 }
 
 func (p waagentProbe) Run(ctx context.Context, env *Env) ([]api.Finding, error) {
-	st, err := inspectWAAgent(ctx, env.Root)
+	st, err := inspectWAAgent(ctx, env)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,8 @@ func stampProbe(name string, fs []api.Finding) []api.Finding {
 	return fs
 }
 
-func inspectWAAgent(ctx context.Context, root hostroot.Root) (*waState, error) {
+func inspectWAAgent(ctx context.Context, env *Env) (*waState, error) {
+	root := env.Root
 	st := &waState{AutoUpdate: true}
 	if fi, err := os.Stat(root.Path(waagentLibDir)); err == nil && fi.IsDir() {
 		st.lib = fi
@@ -259,7 +260,7 @@ func inspectWAAgent(ctx context.Context, root hostroot.Root) (*waState, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	procs, err := waListProcesses(root)
+	procs, err := waListProcesses(ctx, env)
 	if err != nil {
 		return nil, err
 	}

@@ -407,9 +407,18 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	if fdErr != nil && !gone(fdErr) {
 		incomplete("fd", fdErr)
 	}
-	nmaps, mapsErr := s.scanMaps(dirfd, ws, &h)
-	if mapsErr != nil && !gone(mapsErr) {
-		incomplete("maps", mapsErr)
+	// A process whose executable is on the target maps it (its text segment): the mmap use
+	// is known, and its memory map can only add example paths beyond the few recorded. Not
+	// reading it saves the most expensive file of the scan (the kernel formats a line, with
+	// a path lookup, per mapping) for nearly every process on a VM's OS drive.
+	nmaps, mapsErr := 0, error(nil)
+	if h.uses[useExe] {
+		h.uses[useMmap] = true
+	} else {
+		nmaps, mapsErr = s.scanMaps(dirfd, ws, &h)
+		if mapsErr != nil && !gone(mapsErr) {
+			incomplete("maps", mapsErr)
+		}
 	}
 	// A kernel thread has no exe and no memory map; its cwd and root are the kernel's own
 	// init fs, which pivot_root moves along, so they are not holders anyone can act on.
