@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -51,6 +52,10 @@ const (
 	shutdownTimeout = 5 * time.Second
 	// subscriberBuffer is how many events a slow subscriber may lag before losing some.
 	subscriberBuffer = 16
+	// onDemandGap is the least time between the starts of an evaluation asked for through
+	// the API (?fresh=1) and the one before it: any member of the socket's group may ask,
+	// and one evaluation costs a few hundred ms of CPU on a VM with ~1000 processes.
+	onDemandGap = 5 * time.Second
 )
 
 // StallFileEnv names an environment variable for tests only: when it is set and the file
@@ -89,6 +94,9 @@ type Daemon struct {
 
 	// evalReq asks the main loop for an evaluation now (buffer 1: requests coalesce).
 	evalReq chan struct{}
+	// demandReq asks the main loop for an on-demand evaluation (Fresh): like evalReq, but
+	// spaced by onDemandGap from the previous evaluation's start.
+	demandReq chan struct{}
 	// nudge is the watchdog's heartbeat request to the main loop.
 	nudge chan struct{}
 	// progress counts main-loop iterations; the watchdog pings only while it advances.
@@ -104,11 +112,22 @@ type Daemon struct {
 	evaluations uint64
 	lastEval    time.Time
 	subs        map[chan api.Event]struct{}
+	// evalStarted and evalEnded count evaluations begun and finished (published or
+	// failed); evalDone is closed and replaced when one finishes; lastStart is when the
+	// latest began. Fresh waits on them.
+	evalStarted, evalEnded uint64
+	evalDone               chan struct{}
+	evalErr                error
+	lastStart              time.Time
 
 	scanMu sync.Mutex // one on-demand holder scan at a time
 
 	// watcher is the live holder watch (nil without one); set once before the main loop.
 	watcher atomic.Pointer[watch.Watcher]
+
+	// saved is the fingerprint of the report last written to the state directory (main
+	// loop only).
+	saved [sha256.Size]byte
 }
 
 var _ server.Backend = (*Daemon)(nil)
@@ -137,16 +156,18 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	return &Daemon{
-		opts:    opts,
-		root:    opts.Root,
-		log:     log,
-		level:   level,
-		evalReq: make(chan struct{}, 1),
-		nudge:   make(chan struct{}, 1),
-		cfg:     cfg,
-		changed: make(chan struct{}),
-		phase:   api.PhaseObserving,
-		subs:    map[chan api.Event]struct{}{},
+		opts:      opts,
+		root:      opts.Root,
+		log:       log,
+		level:     level,
+		evalReq:   make(chan struct{}, 1),
+		demandReq: make(chan struct{}, 1),
+		evalDone:  make(chan struct{}),
+		nudge:     make(chan struct{}, 1),
+		cfg:       cfg,
+		changed:   make(chan struct{}),
+		phase:     api.PhaseObserving,
+		subs:      map[chan api.Event]struct{}{},
 	}, nil
 }
 
@@ -268,6 +289,7 @@ func (d *Daemon) Run(ctx context.Context) (int, error) {
 
 	timer := time.NewTimer(d.opts.Interval)
 	defer timer.Stop()
+	var demand <-chan time.Time // an on-demand evaluation waiting for onDemandGap
 	for {
 		d.progress.Add(1)
 		d.maybeStall(ctx)
@@ -288,6 +310,20 @@ func (d *Daemon) Run(ctx context.Context) (int, error) {
 			d.log.Debug("mount table changed")
 		case <-d.evalReq:
 			evaluate = true
+		case <-d.demandReq:
+			if demand != nil {
+				continue // already scheduled
+			}
+			d.mu.Lock()
+			wait := onDemandGap - time.Since(d.lastStart)
+			d.mu.Unlock()
+			if wait > 0 {
+				demand = time.After(wait)
+				continue
+			}
+			evaluate = true
+		case <-demand:
+			evaluate = true
 		case <-timer.C:
 			evaluate = true
 		}
@@ -295,6 +331,7 @@ func (d *Daemon) Run(ctx context.Context) (int, error) {
 			return d.exitStripdown(sd)
 		}
 		if evaluate {
+			demand = nil // this evaluation serves the waiting Fresh calls too
 			d.evaluate(ctx)
 			if !timer.Stop() {
 				select {
@@ -378,17 +415,25 @@ func (d *Daemon) evaluate(ctx context.Context) {
 	ectx, cancel := context.WithTimeout(ctx, evaluationTimeout)
 	defer cancel()
 	start := time.Now()
+	d.mu.Lock()
+	d.evalStarted++
+	d.lastStart = start
+	d.mu.Unlock()
+	var err error
+	defer func() { d.endEvaluation(err) }()
 	rep, holders, err := Evaluate(ectx, d.root, cfg)
 	if err != nil {
 		d.log.Error("evaluation failed", zap.Error(err))
 		return
 	}
 	if ctx.Err() != nil {
+		err = fmt.Errorf("evaluation cancelled: %w", context.Cause(ctx))
 		return // cancelled by shutdown: the report is incomplete
 	}
 	now := time.Now()
 	prev := d.Report()
 	d.publish(rep, holders, now)
+	d.persistIfChanged(rep)
 	fields := []zap.Field{
 		zap.Bool("ready", rep.Ready),
 		zap.Int("blockers", rep.Blockers()),
@@ -413,6 +458,48 @@ func (d *Daemon) evaluate(ctx context.Context) {
 		d.log.Info("evaluation finished", fields...)
 	} else {
 		d.log.Debug("evaluation finished", fields...)
+	}
+}
+
+// endEvaluation records that an evaluation finished (err: it published nothing) and wakes
+// the Fresh calls waiting for it.
+func (d *Daemon) endEvaluation(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.evalEnded++
+	d.evalErr = err
+	close(d.evalDone)
+	d.evalDone = make(chan struct{})
+}
+
+// Fresh implements server.Backend: it asks the main loop for an evaluation and waits for
+// the first one that starts after the call. Calls made meanwhile wait for the same one;
+// on-demand evaluations start at least onDemandGap after the previous one.
+func (d *Daemon) Fresh(ctx context.Context) (*api.Report, *api.HoldersReport, error) {
+	d.mu.Lock()
+	want := d.evalStarted + 1
+	d.mu.Unlock()
+	select {
+	case d.demandReq <- struct{}{}:
+	default: // one is queued already
+	}
+	for {
+		d.mu.Lock()
+		if d.evalEnded >= want {
+			rep, holders, err := d.report, d.holders, d.evalErr
+			d.mu.Unlock()
+			if err != nil {
+				return nil, nil, err
+			}
+			return rep, holders, nil
+		}
+		done := d.evalDone
+		d.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("waiting for an evaluation: %w", ctx.Err())
+		case <-done:
+		}
 	}
 }
 
@@ -707,4 +794,24 @@ func (d *Daemon) persist() {
 	if err := writeJSONFile(path, rep); err != nil {
 		d.log.Error("save the last report", zap.Error(err))
 	}
+}
+
+// persistIfChanged writes rep to the state directory when it says something the last
+// report written did not (its time and durations aside), so that a crash loses at most
+// one interval and an unchanged report costs no disk write.
+func (d *Daemon) persistIfChanged(rep *api.Report) {
+	fp, err := reportFingerprint(rep)
+	if err != nil {
+		d.log.Error("fingerprint the report", zap.Error(err))
+		return
+	}
+	if fp == d.saved {
+		return
+	}
+	path := filepath.Join(d.config().StateDir, "report.json")
+	if err := writeJSONFile(path, rep); err != nil {
+		d.log.Error("save the report", zap.Error(err))
+		return
+	}
+	d.saved = fp
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -543,6 +544,65 @@ func TestDaemonMetricsOverSocket(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
+	}
+	if code := p.stop(); code != 0 {
+		t.Errorf("exit code = %d, want 0", code)
+	}
+}
+
+// evaluationsTotal reads adeagent_evaluations_total from the daemon's metrics.
+func (p *daemonProc) evaluationsTotal() int {
+	p.t.Helper()
+	_, body := p.get("metrics")
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "adeagent_evaluations_total "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				p.t.Fatalf("adeagent_evaluations_total %q", v)
+			}
+			return n
+		}
+	}
+	p.t.Fatalf("no adeagent_evaluations_total in the metrics:\n%s", body)
+	return 0
+}
+
+// TestDaemonFreshAndSavedReport: the report is saved after the first evaluation (not only
+// at shutdown), and ?fresh=1 requests get a new evaluation, concurrent ones sharing it.
+func TestDaemonFreshAndSavedReport(t *testing.T) {
+	p := startDaemon(t, daemonOpts{interval: "1h"})
+	p.waitFor("status 200", func() bool { return p.statusCode() == http.StatusOK })
+	saved := filepath.Join(p.stateDir, "report.json")
+	var rep api.Report
+	if b, err := os.ReadFile(saved); err != nil {
+		t.Fatalf("report not saved after the first evaluation: %v", err)
+	} else if err := json.Unmarshal(b, &rep); err != nil || rep.SchemaVersion != api.SchemaVersion {
+		t.Fatalf("saved report: %v", err)
+	}
+	if n := p.evaluationsTotal(); n != 1 {
+		t.Fatalf("evaluations before any fresh request = %d, want 1", n)
+	}
+	const clients = 20
+	codes := make(chan int, clients)
+	for i := range clients {
+		path := "report?fresh=1"
+		if i%2 == 1 {
+			path = "holders?fresh=1"
+		}
+		go func() {
+			code, _ := p.get(path)
+			codes <- code
+		}()
+	}
+	for range clients {
+		if code := <-codes; code != http.StatusOK {
+			t.Errorf("fresh request: %d", code)
+		}
+	}
+	// All 20 asked before the second evaluation could start (it waits onDemandGap after
+	// the first): they share it. A slow machine may let a straggler ask after it began.
+	if n := p.evaluationsTotal(); n < 2 || n > 3 {
+		t.Errorf("evaluations after %d concurrent fresh requests = %d, want 2 (3 at most)", clients, n)
 	}
 	if code := p.stop(); code != 0 {
 		t.Errorf("exit code = %d, want 0", code)

@@ -1,11 +1,33 @@
 package agent
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/adeagent/adeagent/agent/api"
 )
+
+// reportFingerprint identifies what a report says, leaving out when it was made and how
+// long it took, so that an unchanged report is not written again.
+func reportFingerprint(rep *api.Report) ([sha256.Size]byte, error) {
+	c := *rep
+	c.GeneratedAt = time.Time{}
+	c.DurationMS = 0
+	c.Probes = make([]api.ProbeRun, len(rep.Probes))
+	for i, p := range rep.Probes {
+		p.DurationMS = 0
+		c.Probes[i] = p
+	}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return sha256.Sum256(b), nil
+}
 
 // writeJSONFile writes v as indented JSON to path atomically: a temporary file in the same
 // directory, fsync, rename over path, fsync of the directory. A crash at any instant

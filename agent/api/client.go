@@ -204,8 +204,19 @@ func (c *Client) Status(ctx context.Context, wait bool, timeout time.Duration) (
 
 // Report returns the full readiness report and the JSON the daemon sent.
 func (c *Client) Report(ctx context.Context) (*Report, []byte, error) {
+	return c.report(ctx, nil)
+}
+
+// ReportFresh is Report from a full evaluation the daemon makes for the request
+// (GET /v1/report?fresh=1) instead of its last periodic one. Concurrent requests share one
+// evaluation; the daemon spaces on-demand evaluations by a few seconds.
+func (c *Client) ReportFresh(ctx context.Context) (*Report, []byte, error) {
+	return c.report(ctx, url.Values{"fresh": {"1"}})
+}
+
+func (c *Client) report(ctx context.Context, q url.Values) (*Report, []byte, error) {
 	var rep Report
-	raw, _, err := c.getJSON(ctx, "/v1/report", nil, &rep)
+	raw, _, err := c.getJSON(ctx, "/v1/report", q, &rep)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -214,8 +225,18 @@ func (c *Client) Report(ctx context.Context) (*Report, []byte, error) {
 
 // Holders returns the OS drive's current holders and the JSON the daemon sent.
 func (c *Client) Holders(ctx context.Context) (*HoldersReport, []byte, error) {
+	return c.holders(ctx, nil)
+}
+
+// HoldersFresh is Holders from the full holder scan of an evaluation the daemon makes for
+// the request (GET /v1/holders?fresh=1), not its live set or last periodic scan.
+func (c *Client) HoldersFresh(ctx context.Context) (*HoldersReport, []byte, error) {
+	return c.holders(ctx, url.Values{"fresh": {"1"}})
+}
+
+func (c *Client) holders(ctx context.Context, q url.Values) (*HoldersReport, []byte, error) {
 	var hr HoldersReport
-	raw, _, err := c.getJSON(ctx, "/v1/holders", nil, &hr)
+	raw, _, err := c.getJSON(ctx, "/v1/holders", q, &hr)
 	if err != nil {
 		return nil, nil, err
 	}

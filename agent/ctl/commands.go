@@ -44,12 +44,18 @@ func (r *runner) status(ctx context.Context, args []string) int {
 func (r *runner) report(ctx context.Context, args []string) int {
 	fs := r.flags()
 	asJSON := fs.Bool("json", false, "print the daemon's JSON (schema_version 1)")
+	fresh := fs.Bool("fresh", false, "have the daemon evaluate again now and answer from that (takes about a second)")
 	if code, ok := r.parse(fs, args); !ok {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	get := r.client.Report
+	timeout := requestTimeout
+	if *fresh {
+		get, timeout = r.client.ReportFresh, requestTimeout+60*time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	rep, raw, err := r.client.Report(ctx)
+	rep, raw, err := get(ctx)
 	if err != nil {
 		return r.fail(ctx, err)
 	}
@@ -66,12 +72,18 @@ func (r *runner) report(ctx context.Context, args []string) int {
 func (r *runner) holders(ctx context.Context, args []string) int {
 	fs := r.flags()
 	asJSON := fs.Bool("json", false, "print the daemon's JSON (schema_version 1)")
+	fresh := fs.Bool("fresh", false, "have the daemon scan every process again now (a full evaluation) instead of answering from its live set or last scan")
 	if code, ok := r.parse(fs, args); !ok {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout+30*time.Second)
+	get := r.client.Holders
+	timeout := requestTimeout + 30*time.Second
+	if *fresh {
+		get, timeout = r.client.HoldersFresh, requestTimeout+60*time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	hr, raw, err := r.client.Holders(ctx)
+	hr, raw, err := get(ctx)
 	if err != nil {
 		return r.fail(ctx, err)
 	}

@@ -154,6 +154,28 @@ func TestJSONOutputs(t *testing.T) {
 	}
 }
 
+func TestFreshFlag(t *testing.T) {
+	b := newBackend(notReadyReport())
+	env := map[string]string{SocketEnv: serve(t, b)}
+	for _, cmd := range []string{"report", "holders"} {
+		if code, _, stderr := run(t, env, cmd, "--json"); code != 1 {
+			t.Fatalf("%s: exit %d; %s", cmd, code, stderr)
+		}
+	}
+	if n := b.FreshCount(); n != 0 {
+		t.Fatalf("without --fresh the daemon was asked for %d evaluations", n)
+	}
+	for i, cmd := range []string{"report", "holders"} {
+		code, stdout, stderr := run(t, env, cmd, "--fresh", "--json")
+		if code != 1 || !strings.Contains(stdout, `"schema_version"`) {
+			t.Fatalf("%s --fresh: exit %d; %s%s", cmd, code, stdout, stderr)
+		}
+		if n := b.FreshCount(); n != i+1 {
+			t.Errorf("%s --fresh: %d fresh evaluations asked for, want %d", cmd, n, i+1)
+		}
+	}
+}
+
 func TestHumanOutputs(t *testing.T) {
 	b := newBackend(notReadyReport())
 	sock := serve(t, b)

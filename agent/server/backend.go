@@ -19,6 +19,11 @@ type Backend interface {
 	Changed() <-chan struct{}
 	// Holders returns the OS drive's current holders.
 	Holders(ctx context.Context) (*api.HoldersReport, error)
+	// Fresh runs a full evaluation that starts after the call and returns its report and
+	// its OS-drive holder scan (nil when the os-drive probe did not complete). Concurrent
+	// callers share one evaluation, and the backend spaces on-demand evaluations, so that
+	// any reader of the socket can ask for one without being able to keep the daemon busy.
+	Fresh(ctx context.Context) (*api.Report, *api.HoldersReport, error)
 	// Subscribe streams events until ctx is done, then closes the channel. A slow reader
 	// loses events rather than blocking the daemon.
 	Subscribe(ctx context.Context) <-chan api.Event

@@ -33,6 +33,8 @@ type fakeBackend struct {
 	holdersPeer  chan Peer // receives the peer of each Holders call (buffered)
 	metricsPanic bool
 	holdersErr   error
+	freshErr     error
+	freshCalls   int
 }
 
 func newFake(rep *api.Report) *fakeBackend {
@@ -76,6 +78,17 @@ func (f *fakeBackend) Holders(ctx context.Context) (*api.HoldersReport, error) {
 		return nil, f.holdersErr
 	}
 	return &api.HoldersReport{SchemaVersion: api.SchemaVersion, Holders: []api.Holder{}, Incomplete: []api.Incomplete{}}, nil
+}
+
+func (f *fakeBackend) Fresh(ctx context.Context) (*api.Report, *api.HoldersReport, error) {
+	f.mu.Lock()
+	f.freshCalls++
+	err, rep := f.freshErr, f.rep
+	f.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	return rep, &api.HoldersReport{SchemaVersion: api.SchemaVersion, Holders: []api.Holder{{Kind: api.KindProcess, PID: 4242}}, Incomplete: []api.Incomplete{}}, nil
 }
 
 func (f *fakeBackend) Subscribe(ctx context.Context) <-chan api.Event {

@@ -93,6 +93,27 @@ func ParseStatusQuery(raw string) (StatusQuery, error) {
 	return q, nil
 }
 
+// ParseFreshQuery decodes the raw query of GET /v1/report and /v1/holders: empty, or
+// fresh=1 (also true, yes) to answer from a full evaluation made for the request rather
+// than the last periodic one. fresh=0 (false, no) is the default.
+func ParseFreshQuery(raw string) (fresh bool, err error) {
+	v, err := parseQuery(raw, "fresh")
+	if err != nil {
+		return false, err
+	}
+	f, ok := v["fresh"]
+	if !ok {
+		return false, nil
+	}
+	switch strings.ToLower(f[0]) {
+	case "1", "true", "yes", "":
+		return true, nil
+	case "0", "false", "no":
+		return false, nil
+	}
+	return false, fmt.Errorf("fresh=%q: want 1 or 0", f[0])
+}
+
 // ParseActionBody checks the body of POST /v1/prepare and /v1/restore: empty, or one JSON
 // object. The fields are defined with the actions themselves (issue 6).
 func ParseActionBody(body []byte) (map[string]json.RawMessage, error) {

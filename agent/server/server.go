@@ -178,18 +178,21 @@ type route struct {
 	access access
 	// beforeReport: the route answers before the first evaluation finished (else 503).
 	beforeReport bool
-	// ownQuery: the handler parses the query itself; other routes take no parameters.
+	// ownQuery: the handler parses the query itself; other routes take the parameters
+	// named in params (none when empty), and their handler checks the values.
 	ownQuery bool
+	params   []string
 	handler  func(s *Server, w http.ResponseWriter, r *http.Request, q string)
 }
 
 // routes is the route table, sorted by path (TestRoutesSorted keeps it so).
 //
 //	GET  /v1/events   JSON lines (api.Event), flushed per event, until the client leaves
-//	GET  /v1/holders  api.HoldersReport
+//	GET  /v1/holders  api.HoldersReport; ?fresh=1 from a full evaluation made for the request
 //	GET  /v1/metrics  Prometheus text (answers before the first evaluation too)
 //	POST /v1/prepare  write access; 501 until issue 6
-//	GET  /v1/report   api.Report
+//	GET  /v1/report   api.Report; ?fresh=1 from a full evaluation made for the request
+//	                  (concurrent requests share one; the daemon spaces them)
 //	POST /v1/restore  write access; 501 until issue 6
 //	GET  /v1/status   api.Report; ?wait=ready[&timeout=D] long-polls until ready or D
 //	                  (default 30s, at most 1h) and sets Adeagent-Wait-Result
@@ -200,10 +203,10 @@ type route struct {
 // carries api.VersionHeader; every error is JSON {"error": "…"}.
 var routes = []route{
 	{path: "events", method: http.MethodGet, access: read, handler: (*Server).events},
-	{path: "holders", method: http.MethodGet, access: read, handler: (*Server).holders},
+	{path: "holders", method: http.MethodGet, access: read, params: []string{"fresh"}, handler: (*Server).holders},
 	{path: "metrics", method: http.MethodGet, access: read, beforeReport: true, handler: (*Server).metrics},
 	{path: "prepare", method: http.MethodPost, access: write, handler: (*Server).action},
-	{path: "report", method: http.MethodGet, access: read, handler: (*Server).report},
+	{path: "report", method: http.MethodGet, access: read, params: []string{"fresh"}, handler: (*Server).report},
 	{path: "restore", method: http.MethodPost, access: write, handler: (*Server).action},
 	// status checks its own query and waits for the first report when asked to.
 	{path: "status", method: http.MethodGet, access: read, beforeReport: true, ownQuery: true, handler: (*Server).status},
@@ -255,7 +258,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !rt.ownQuery {
-		if _, err := parseQuery(r.URL.RawQuery); err != nil {
+		if _, err := parseQuery(r.URL.RawQuery, rt.params...); err != nil {
 			writeError(rw, http.StatusBadRequest, err.Error())
 			return
 		}
@@ -380,9 +383,22 @@ func (s *Server) openStream(w http.ResponseWriter) bool {
 	return true
 }
 
-// report is GET /v1/report.
-func (s *Server) report(w http.ResponseWriter, r *http.Request, _ string) {
+// report is GET /v1/report (?fresh=1: from a full evaluation made for the request).
+func (s *Server) report(w http.ResponseWriter, r *http.Request, raw string) {
+	fresh, err := ParseFreshQuery(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	rep := s.b.Report()
+	if fresh {
+		ctx, cancel := context.WithTimeout(r.Context(), s.opts.HoldersTimeout)
+		defer cancel()
+		if rep, _, err = s.b.Fresh(ctx); err != nil {
+			s.freshFailed(w, r, err)
+			return
+		}
+	}
 	if rep == nil {
 		writeError(w, http.StatusServiceUnavailable, "not ready")
 		return
@@ -390,11 +406,39 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, _ string) {
 	writeJSON(w, http.StatusOK, rep)
 }
 
-// holders is GET /v1/holders.
-func (s *Server) holders(w http.ResponseWriter, r *http.Request, _ string) {
+// freshFailed answers a ?fresh=1 request whose evaluation did not come.
+func (s *Server) freshFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return // the client left
+	}
+	s.log.Warn("api: fresh evaluation failed", zap.Error(err))
+	if errors.Is(err, context.DeadlineExceeded) {
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("fresh evaluation: %v", err))
+		return
+	}
+	writeError(w, http.StatusInternalServerError, fmt.Sprintf("fresh evaluation: %v", err))
+}
+
+// holders is GET /v1/holders (?fresh=1: the holder scan of a full evaluation made for the
+// request, not the live watch's set or the last periodic scan).
+func (s *Server) holders(w http.ResponseWriter, r *http.Request, raw string) {
+	fresh, err := ParseFreshQuery(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.HoldersTimeout)
 	defer cancel()
-	hr, err := s.b.Holders(ctx)
+	var hr *api.HoldersReport
+	if fresh {
+		if _, hr, err = s.b.Fresh(ctx); err != nil {
+			s.freshFailed(w, r, err)
+			return
+		}
+	}
+	if hr == nil {
+		hr, err = s.b.Holders(ctx)
+	}
 	if err != nil {
 		s.log.Warn("api: holders failed", zap.Error(err))
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("holders: %v", err))

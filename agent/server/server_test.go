@@ -166,7 +166,10 @@ func TestBadRequests(t *testing.T) {
 		{"/v1/status?wait=ready&wait=ready", "2 times"},
 		{"/v1/status?colour=blue", "unknown query parameter"},
 		{"/v1/status?wait=%zz", "malformed query"},
-		{"/v1/report?x=1", "takes none"},
+		{"/v1/report?x=1", "unknown query parameter"},
+		{"/v1/report?fresh=maybe", "want 1 or 0"},
+		{"/v1/holders?fresh=1&fresh=1", "2 times"},
+		{"/v1/metrics?fresh=1", "takes none"},
 		{"/v1/holders?%", "malformed query"},
 	} {
 		wantError(t, do(t, s, &userPeer, "GET", tc.target, ""), http.StatusBadRequest, tc.want)
@@ -246,6 +249,37 @@ func TestReadRoutes(t *testing.T) {
 	if rep.Ready || len(rep.Findings) != 1 || rep.Findings[0].Key != "selinux.enforcing" {
 		t.Errorf("status = %+v", rep)
 	}
+}
+
+func TestFreshQuery(t *testing.T) {
+	f := newFake(testReport(false))
+	s := New(f, Options{})
+	for _, target := range []string{"/v1/report", "/v1/report?fresh=0", "/v1/holders", "/v1/holders?fresh=false"} {
+		if w := do(t, s, &userPeer, "GET", target, ""); w.Code != http.StatusOK {
+			t.Fatalf("%s: %d %s", target, w.Code, w.Body)
+		}
+	}
+	if f.freshCalls != 0 {
+		t.Fatalf("Fresh called %d times without ?fresh=1", f.freshCalls)
+	}
+	if w := do(t, s, &userPeer, "GET", "/v1/report?fresh=1", ""); w.Code != http.StatusOK {
+		t.Fatalf("report?fresh=1: %d %s", w.Code, w.Body)
+	}
+	w := do(t, s, &userPeer, "GET", "/v1/holders?fresh=true", "")
+	var hr api.HoldersReport
+	if err := json.Unmarshal(w.Body.Bytes(), &hr); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("holders?fresh=true: %d %v %s", w.Code, err, w.Body)
+	}
+	if len(hr.Holders) != 1 || hr.Holders[0].PID != 4242 {
+		t.Errorf("holders?fresh=1 did not answer from the fresh scan: %+v", hr.Holders)
+	}
+	if f.freshCalls != 2 {
+		t.Errorf("Fresh called %d times, want 2", f.freshCalls)
+	}
+	f.freshErr = context.DeadlineExceeded
+	wantError(t, do(t, s, &userPeer, "GET", "/v1/report?fresh=1", ""), http.StatusServiceUnavailable, "fresh evaluation")
+	f.freshErr = errors.New("probe runner broke")
+	wantError(t, do(t, s, &userPeer, "GET", "/v1/holders?fresh=1", ""), http.StatusInternalServerError, "probe runner broke")
 }
 
 func TestHoldersError(t *testing.T) {

@@ -27,6 +27,15 @@ type Backend struct {
 	HoldersReport *api.HoldersReport
 	// Metrics is what WriteMetrics writes.
 	Metrics string
+	// FreshCalls counts Fresh calls (under mu; read it with FreshCount).
+	FreshCalls int
+}
+
+// FreshCount is how many times Fresh was called.
+func (b *Backend) FreshCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.FreshCalls
 }
 
 // NewBackend returns a backend serving rep (nil: before the first evaluation), one
@@ -73,6 +82,15 @@ func (b *Backend) Set(rep *api.Report) {
 
 // Holders implements server.Backend.
 func (b *Backend) Holders(context.Context) (*api.HoldersReport, error) { return b.HoldersReport, nil }
+
+// Fresh implements server.Backend: it counts the call and returns the current report and
+// HoldersReport.
+func (b *Backend) Fresh(context.Context) (*api.Report, *api.HoldersReport, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.FreshCalls++
+	return b.rep, b.HoldersReport, nil
+}
 
 // Subscribe implements server.Backend: it forwards Events until ctx is done.
 func (b *Backend) Subscribe(ctx context.Context) <-chan api.Event {
