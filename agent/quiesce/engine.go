@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -320,8 +319,6 @@ func finding(key, title, summary, hint string, blocker bool, related ...api.Rela
 }
 
 func unitRel(u string) api.Related { return api.Related{Kind: "unit", ID: u} }
-
-func itoa(i int) string { return strconv.Itoa(i) }
 
 // sortFindings orders blockers first, then severity high→info, then key.
 func sortFindings(fs []api.Finding) {
