@@ -133,6 +133,7 @@ func (s State) clone() State {
 // snapshot is what one read of the host found.
 type snapshot struct {
 	mountsOK      bool
+	mountSrc      string // host path of the mount table read
 	stripdown     string
 	stripdownSoon string
 	skippedFiles  bool // stripdown: nothing on the old root was read
@@ -150,31 +151,31 @@ type snapshot struct {
 
 // readMounts reads the host's mount table: PID 1's (the host's namespace even when the
 // daemon runs in a private one), else the root's own view (fixture roots).
-func readMounts(root hostroot.Root) ([]unmount.Mount, error) {
+func readMounts(root hostroot.Root) ([]unmount.Mount, string, error) {
 	f, err := os.Open(root.Proc("1", "mountinfo"))
 	if err != nil {
 		mounts, err2 := unmount.ReadMountInfo(root)
 		if err2 != nil {
-			return nil, fmt.Errorf("mount table: %w", err)
+			return nil, "", fmt.Errorf("mount table: %w", err)
 		}
-		return mounts, nil
+		return mounts, root.Proc("self", "mountinfo"), nil
 	}
 	defer f.Close()
 	mounts, err := unmount.ParseMountInfo(f)
 	if err != nil {
-		return nil, fmt.Errorf("mount table %s: %w", f.Name(), err)
+		return nil, "", fmt.Errorf("mount table %s: %w", f.Name(), err)
 	}
-	return mounts, nil
+	return mounts, f.Name(), nil
 }
 
 // readMountFacts fills the mount-table part of a snapshot.
 func readMountFacts(root hostroot.Root, s *snapshot) {
-	mounts, err := readMounts(root)
+	mounts, src, err := readMounts(root)
 	if err != nil {
 		s.unreadable = append(s.unreadable, err.Error())
 		return
 	}
-	s.mountsOK = true
+	s.mountsOK, s.mountSrc = true, root.HostPath(src)
 	s.stripdown = StripdownFromMounts(mounts)
 	s.stripdownSoon = StripdownStarting(mounts)
 }
@@ -274,7 +275,7 @@ func (t *tracker) apply(s snapshot, now time.Time) []Event {
 			keep.request, keep.requestRaw, keep.markers, keep.configDir = s.request, s.requestRaw, s.markers, s.configDir
 			keep.settingsSeq = s.settingsSeq
 		}
-		keep.mountsOK, keep.stripdown, keep.stripdownSoon = s.mountsOK, s.stripdown, s.stripdownSoon
+		keep.mountsOK, keep.mountSrc, keep.stripdown, keep.stripdownSoon = s.mountsOK, s.mountSrc, s.stripdown, s.stripdownSoon
 		keep.unreadable, keep.skippedFiles, keep.statusErr = s.unreadable, s.skippedFiles, s.statusErr
 		s = keep
 	}
@@ -333,7 +334,7 @@ func (t *tracker) apply(s snapshot, now time.Time) []Event {
 	t.running = running
 
 	// Stripdown: the mount table decides; ADE's own traces only when it cannot be read.
-	stripped, why, src := s.stripdown != "", s.stripdown, "mountinfo"
+	stripped, why, src := s.stripdown != "", s.stripdown, s.mountSrc
 	if !s.mountsOK {
 		switch {
 		case slices.Contains(s.markers, "StripdownState"):

@@ -187,7 +187,7 @@ func TestWatchStripdownDropsWatches(t *testing.T) {
 	}
 	f.mounts(stripdownMounts)
 	e := r.expect(Stripdown, 3*time.Second)
-	if e.Source != "mountinfo" || e.Message == "" {
+	if e.Source != "/proc/1/mountinfo" || e.Message == "" {
 		t.Errorf("Stripdown = %+v", e)
 	}
 	time.Sleep(50 * time.Millisecond)
