@@ -315,6 +315,7 @@ func (t *tracker) apply(s snapshot, now time.Time) []Event {
 			emit(Event{Kind: RequestSeen, Source: probes.ADERequestMarker,
 				Message: requestMessage(s.request, t.request)})
 			st.RequestSeenAt = now
+			st.Unmount = nil // a new run; an earlier unmount failure is history
 		}
 		t.reqKey = key
 	}
