@@ -266,14 +266,23 @@ func quiesced(j *Journal) []api.QuiescedUnit {
 
 func undone(s *Step) bool { return s.Undo != nil && s.Undo.Done != nil }
 
+// journalError is a failed journal write (or the tests' crash): it ends the call at
+// once, unlike a failed step.
+type journalError struct{ err error }
+
+func (e journalError) Error() string { return e.err.Error() }
+func (e journalError) Unwrap() error { return e.err }
+
 // save writes the journal and gives the crash hook its chance.
 func (e *Engine) save(j *Journal) error {
 	j.Updated = e.now().UTC()
 	if err := e.store.save(j); err != nil {
-		return err
+		return journalError{err}
 	}
 	if e.crash != nil {
-		return e.crash()
+		if err := e.crash(); err != nil {
+			return journalError{err}
+		}
 	}
 	return nil
 }

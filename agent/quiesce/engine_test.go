@@ -37,13 +37,13 @@ func TestPrepareOrderAndRestore(t *testing.T) {
 	}
 	calls := w.callLog()
 	want := []string{
-		"stop docker.socket",                   // reactivators first
-		"exec nodetool drain",                  // pre-stop before any unit stop
-		"stop myapp.service",                   // allowlisted apps first
-		"stop cassandra.service",               // databases (catalog order 40, by family name)
-		"stop mongod.service",                  //
-		"stop docker.service",                  // runtimes (50)
-		"stop containerd.service",              // (60)
+		"stop docker.socket",      // reactivators first
+		"exec nodetool drain",     // pre-stop before any unit stop
+		"stop myapp.service",      // allowlisted apps first
+		"stop cassandra.service",  // databases (catalog order 40, by family name)
+		"stop mongod.service",     //
+		"stop docker.service",     // runtimes (50)
+		"stop containerd.service", // (60)
 		"mask docker.socket,myapp.service,cassandra.service,mongod.service,docker.service,containerd.service",
 		"setenforce 0", // SELinux last
 	}

@@ -244,6 +244,10 @@ func (e *Engine) runStep(ctx context.Context, j *Journal, s *Step, who Who, res 
 				err.Error(), "Set SELINUX=permissive in /etc/selinux/config by hand before ADE reboots.", true))
 		}
 	}
+	var je journalError
+	if errors.As(err, &je) {
+		return err
+	}
 	if err != nil {
 		s.Result = "failed: " + err.Error()
 		log.Warn("prepare step failed", zap.Error(err))

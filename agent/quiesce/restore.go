@@ -85,6 +85,10 @@ func (e *Engine) Restore(ctx context.Context, who Who) (*api.QuiesceResult, erro
 			return err
 		}
 		msg, derr := do()
+		var je journalError
+		if errors.As(derr, &je) {
+			return derr
+		}
 		if derr != nil {
 			ok = false
 			s.Undo.Result = "failed: " + derr.Error()
