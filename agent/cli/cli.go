@@ -73,6 +73,7 @@ func commands() []command {
 		{"run", "run the daemon in the foreground", runDaemon},
 		{"check", "one-shot readiness report of this machine", runCheck},
 		{"holders", "everything that keeps a filesystem (default: the OS drive) busy", runHolders},
+		{"restore", "restore what prepare quiesced when the journal says it is owed (--owed; boot unit)", runRestore},
 		{"config", "print the effective configuration", runConfig},
 		{"version", "print version, commit and Go version", runVersion},
 	}

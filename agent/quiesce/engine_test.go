@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/sysd"
@@ -471,7 +472,30 @@ func TestJournalFormat(t *testing.T) {
 		}
 	}
 	ents, _ := os.ReadDir(filepath.Dir(e.JournalPath()))
-	if len(ents) != 1 {
-		t.Errorf("state dir holds %d entries (temp files left?)", len(ents))
+	for _, ent := range ents {
+		if ent.Name() != JournalFile && ent.Name() != LockFile {
+			t.Errorf("state dir holds %s (a temp file left?)", ent.Name())
+		}
+	}
+}
+
+func TestLockBetweenProcesses(t *testing.T) {
+	w := standard(t)
+	other := w.engine(nil)
+	unlock, err := other.lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := w.engine(nil).Restore(ctx, who); !errors.Is(err, ErrBusy) {
+		t.Fatalf("restore while locked: %v", err)
+	}
+	unlock()
+	if _, err := w.engine(nil).Prepare(context.Background(), who); err != nil {
+		t.Fatal(err)
+	}
+	if owed, err := JournalOwed(filepath.Dir(w.engine(nil).JournalPath())); !owed || err != nil {
+		t.Fatalf("JournalOwed = %v, %v", owed, err)
 	}
 }

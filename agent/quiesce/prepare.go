@@ -35,6 +35,11 @@ var prepareKinds = []string{KindStopReactivator, KindDockerContainers, KindPreSt
 func (e *Engine) Prepare(ctx context.Context, who Who) (*api.QuiesceResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	unlock, err := e.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	start := e.now()
 	j, err := e.store.load()
 	if err != nil {

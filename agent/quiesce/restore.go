@@ -26,6 +26,11 @@ import (
 func (e *Engine) Restore(ctx context.Context, who Who) (*api.QuiesceResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	unlock, err := e.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	start := e.now()
 	res := &api.QuiesceResult{SchemaVersion: api.SchemaVersion, Action: "restore", Journal: e.store.path(),
 		Steps: []api.QuiesceStep{}, Findings: []api.Finding{}, Quiesced: []api.QuiescedUnit{}}
