@@ -37,12 +37,19 @@ func NewEnv(root hostroot.Root, cfg *config.Config, units probes.Units) (*probes
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
+	scan := probes.NewOSDriveScan(root, unmount.Options{})
 	env := &probes.Env{
 		Root:           root,
 		Distro:         d,
 		ConnectTimeout: time.Duration(cfg.Network.ConnectTimeout),
-		OSDrive:        probes.NewOSDriveScan(root, unmount.Options{}),
-		Procs:          probes.NewProcessList(root),
+		OSDrive:        scan,
+	}
+	// The process list comes from the holder scan's walk of /proc when the os-drive probe
+	// runs that scan anyway; otherwise the list walks /proc itself (cheaper than a scan).
+	if cfg.ProbeEnabled("os-drive") {
+		env.Procs = probes.NewProcessList(root, scan)
+	} else {
+		env.Procs = probes.NewProcessList(root, nil)
 	}
 	for _, ep := range cfg.AllEndpoints() {
 		env.Endpoints = append(env.Endpoints, probes.Endpoint{Name: ep.Name, Addr: ep.Addr})

@@ -1,6 +1,7 @@
 package probes
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -23,6 +24,10 @@ type OSDriveScan struct {
 	once sync.Once
 	rep  *api.HoldersReport
 	err  error
+
+	// procs is the process list the scan's walk of /proc collected (OnProcess).
+	procMu sync.Mutex
+	procs  []Process
 }
 
 // osDriveScanTimeout bounds the scan inside the probe; the probe's own timeout is longer,
@@ -46,9 +51,41 @@ func (s *OSDriveScan) Get(ctx context.Context) (*api.HoldersReport, error) {
 			s.err = fmt.Errorf("resolve the OS drive: %w", err)
 			return
 		}
-		s.rep, s.err = unmount.Scan(ctx, s.root, target, s.opts)
+		opts := s.opts
+		opts.OnProcess = s.addProcess
+		// The first caller may be a probe with a shorter timeout than the os-drive probe's
+		// (one that wants the process list): the scan keeps to its own deadline instead.
+		s.rep, s.err = unmount.Scan(context.WithoutCancel(ctx), s.root, target, opts)
 	})
 	return s.rep, s.err
+}
+
+func (s *OSDriveScan) addProcess(pi unmount.ProcInfo) {
+	p := Process{PID: pi.PID, Comm: strings.TrimSpace(pi.Comm), Cwd: pi.Cwd,
+		Exe:  strings.TrimSuffix(pi.Exe, " (deleted)"),
+		Argv: strings.Split(string(bytes.TrimRight(pi.Cmdline, "\x00")), "\x00")}
+	s.procMu.Lock()
+	s.procs = append(s.procs, p)
+	s.procMu.Unlock()
+}
+
+// Processes runs the scan (once) and returns the processes its walk of /proc saw, in pid
+// order; ok is false when that walk did not cover every process (no procfs under the root,
+// the scan's deadline, an error), and the caller then walks /proc itself.
+func (s *OSDriveScan) Processes(ctx context.Context) (procs []Process, ok bool) {
+	rep, err := s.Get(ctx)
+	if err != nil || rep == nil {
+		return nil, false
+	}
+	for _, inc := range rep.Incomplete {
+		if inc.PID == 0 && inc.What == "processes" {
+			return nil, false
+		}
+	}
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	sort.Slice(s.procs, func(i, j int) bool { return s.procs[i].PID < s.procs[j].PID })
+	return s.procs, true
 }
 
 // osDriveProbe reports what keeps the OS drive busy (os-drive.holders) and the kernel

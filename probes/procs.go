@@ -21,26 +21,39 @@ type Process struct {
 	Cwd  string   // the cwd link's target ("" when unreadable)
 }
 
-// ProcessList walks the root's /proc once and shares the result between the probes of one
-// evaluation (services, ade, encryption, extension, waagent each looked at every process;
-// on a VM with ~1000 processes each walk cost about as much as a quarter of the holder
-// scan).
+// ProcessList is the list of processes shared between the probes of one evaluation
+// (services, ade, encryption, extension and waagent each walked /proc; on a VM with ~1000
+// processes each walk cost about a quarter of the holder scan).
 type ProcessList struct {
 	root  hostroot.Root
+	scan  *OSDriveScan
 	once  sync.Once
 	procs []Process
 	err   error
 }
 
-// NewProcessList prepares a walk of root's processes; it runs on first Get.
-func NewProcessList(root hostroot.Root) *ProcessList { return &ProcessList{root: root} }
+// NewProcessList prepares the process list of root; it is made on first Get. With scan,
+// the list is what the OS-drive holder scan's walk of /proc saw (the scan runs then if it
+// has not yet), so an evaluation walks /proc once; without it, or when that walk was not
+// complete, /proc is walked here.
+func NewProcessList(root hostroot.Root, scan *OSDriveScan) *ProcessList {
+	return &ProcessList{root: root, scan: scan}
+}
 
-// Get walks /proc (once) and returns every process with a non-empty command line, in the
-// order /proc lists them (sorted by name). Kernel threads and zombies (empty command line) and processes that vanish during
-// the walk are left out. The error wraps the one of listing /proc (fs.ErrNotExist for a
-// root without it).
+// Get makes the list (once) and returns every process with a non-empty command line.
+// Kernel threads and zombies (empty command line) and processes that vanish meanwhile are
+// left out. The error wraps the one of listing /proc (fs.ErrNotExist for a root without
+// it).
 func (l *ProcessList) Get(ctx context.Context) ([]Process, error) {
-	l.once.Do(func() { l.procs, l.err = listProcesses(ctx, l.root) })
+	l.once.Do(func() {
+		if l.scan != nil {
+			if procs, ok := l.scan.Processes(ctx); ok {
+				l.procs = procs
+				return
+			}
+		}
+		l.procs, l.err = listProcesses(ctx, l.root)
+	})
 	return l.procs, l.err
 }
 

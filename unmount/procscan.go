@@ -81,6 +81,20 @@ func gone(err error) bool {
 type ProcessScanOptions struct {
 	Workers  int // parallel workers; default 4 (the scan is kernel-bound and scales with cores)
 	MaxPaths int // paths recorded per holder; the fd count is always exact; default 4
+	// OnProcess, when set, is called for every user-space process the scan inspects
+	// (kernel threads and zombies, whose command line is empty, are left out), from the
+	// scan's workers and so concurrently: a caller that also needs the process list gets
+	// it from the scan's own walk of /proc instead of walking it again.
+	OnProcess func(ProcInfo)
+}
+
+// ProcInfo is what the process scan read of one user-space process for OnProcess.
+type ProcInfo struct {
+	PID     int
+	Comm    string // comm without its newline
+	Cmdline []byte // the raw command line: arguments each ended by a NUL (never empty)
+	Exe     string // the exe link's target ("" when unreadable)
+	Cwd     string // the cwd link's target ("" when unreadable)
 }
 
 // ProcessScan is the result of scanning every task.
@@ -103,6 +117,8 @@ type procScanner struct {
 	anonDev  uint64
 	kcmpOK   atomic.Bool
 	maxPaths int
+	// onProcess is ProcessScanOptions.OnProcess (nil: not wanted).
+	onProcess func(ProcInfo)
 }
 
 // ErrNotProcfs: the root's /proc is not a procfs mount (a fixture tree), so processes
@@ -157,6 +173,7 @@ func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts
 		return nil, err
 	}
 	defer unix.Close(s.procFD)
+	s.onProcess = opts.OnProcess
 
 	pids, err := s.listPids()
 	if err != nil {
@@ -434,9 +451,19 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 			h.paths = h.paths[:s.maxPaths]
 		}
 	}
+	var info *ProcInfo
+	if s.onProcess != nil && !kthread {
+		info = s.procInfo(pid, dirfd, ws)
+	}
 	if h.any() {
 		r.holders = append(r.holders, h.toHolder(api.KindProcess, pid, 0))
-		attribute(&r.holders[len(r.holders)-1], dirfd, ws.maps) // in the worker: attribution is parallel too
+		hp := &r.holders[len(r.holders)-1]
+		if info != nil { // comm and cmdline are read already
+			hp.Comm, hp.Cmdline = info.Comm, cmdlineText(info.Cmdline)
+			attributeUnit(hp, dirfd, ws.maps)
+		} else {
+			attribute(hp, dirfd, ws.maps) // in the worker: attribution is parallel too
+		}
 	}
 
 	if err := statxAt(dirfd, &nameMntNS[0], &ws.stx); err == nil {
@@ -450,6 +477,23 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	if !kthread {
 		s.scanThreads(pid, dirfd, ws, r, incomplete)
 	}
+}
+
+// procInfo reads what OnProcess reports of a process and reports it, unless its command
+// line is empty (a zombie, or a process that exited meanwhile). It returns nil then.
+func (s *procScanner) procInfo(pid, dirfd int, ws *workerState) *ProcInfo {
+	cmdline := readInto(dirfd, "cmdline", ws.maps)
+	if len(cmdline) == 0 {
+		return nil
+	}
+	info := &ProcInfo{PID: pid, Cmdline: bytes.Clone(cmdline)}
+	if b := readInto(dirfd, "comm", ws.maps); b != nil {
+		info.Comm = string(bytes.TrimRight(b, "\n"))
+	}
+	info.Exe = s.readlink(dirfd, "exe", ws)
+	info.Cwd = s.readlink(dirfd, "cwd", ws)
+	s.onProcess(*info)
+	return info
 }
 
 // pidIncomplete collects what could not be inspected of one process.
@@ -753,28 +797,41 @@ func readAt(dirfd int, name string) ([]byte, error) {
 // directory (dirfd: an open handle on /proc/PID, so a reused pid cannot be misread), with
 // one openat and one read per file into buf.
 func attribute(h *api.Holder, dirfd int, buf []byte) {
-	read := func(name string) []byte {
-		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil
-		}
-		defer unix.Close(fd)
-		n, err := unix.Read(fd, buf)
-		if err != nil || n <= 0 {
-			return nil
-		}
-		return buf[:n]
-	}
-	if b := read("comm"); b != nil {
+	if b := readInto(dirfd, "comm", buf); b != nil {
 		h.Comm = string(bytes.TrimRight(b, "\n"))
 	}
-	if b := read("cmdline"); b != nil {
-		h.Cmdline = string(bytes.TrimRight(bytes.ReplaceAll(b, []byte{0}, []byte{' '}), " "))
+	if b := readInto(dirfd, "cmdline", buf); b != nil {
+		h.Cmdline = cmdlineText(b)
 	}
-	if b := read("cgroup"); b != nil {
+	attributeUnit(h, dirfd, buf)
+}
+
+// attributeUnit fills the unit and container of a holder from its cgroup file.
+func attributeUnit(h *api.Holder, dirfd int, buf []byte) {
+	if b := readInto(dirfd, "cgroup", buf); b != nil {
 		a := ParseCgroup(b)
 		h.Unit, h.Container = a.Unit, a.Container
 	}
+}
+
+// cmdlineText is a raw command line with its NULs as spaces.
+func cmdlineText(b []byte) string {
+	return string(bytes.TrimRight(bytes.ReplaceAll(b, []byte{0}, []byte{' '}), " "))
+}
+
+// readInto reads the file name under dirfd with one openat and one read into buf and
+// returns what was read (nil when unreadable or empty).
+func readInto(dirfd int, name string, buf []byte) []byte {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	n, err := unix.Read(fd, buf)
+	if err != nil || n <= 0 {
+		return nil
+	}
+	return buf[:n]
 }
 
 // attributePID is attribute for a pid whose directory is not open yet.
