@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -184,11 +183,8 @@ func removeOld(cache, keep string) {
 // buildAgent builds the guest agent (static, reproducible: its hash keys the image).
 func buildAgent(t testing.TB) ([]byte, error) {
 	out := filepath.Join(t.TempDir(), "guestagent")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	cmd := exec.Command(goBin, "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out,
+	// go test puts its own GOROOT/bin first in PATH.
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out,
 		"github.com/adeagent/adeagent/e2e/vm/guestagent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
