@@ -167,6 +167,11 @@ func (w *world) StopUnit(ctx context.Context, name string) (string, error) {
 	if name == "docker.service" {
 		w.docker.daemonStopped()
 	}
+	// docker.service has Requires=docker.socket: stopping the socket stops the service.
+	if d := w.units["docker.service"]; name == "docker.socket" && d != nil && d.active == "active" {
+		d.active, d.sub = "inactive", "dead"
+		w.docker.daemonStopped()
+	}
 	return sysd.JobDone, nil
 }
 

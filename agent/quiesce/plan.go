@@ -217,7 +217,7 @@ func (e *Engine) computePlan(ctx context.Context, j *Journal) (*plan, error) {
 			continue
 		}
 		st := byName[name]
-		inPlay := famInPlay[fam.Name] || (e.o.Path == PathUnmount && fam.Heavy)
+		inPlay := famInPlay[fam.Name] || (e.o.Path == PathUnmount && fam.Heavy) || matchAny(e.o.Allow, name)
 		if journaled[name] {
 			p.reactivators = append(p.reactivators, unitPlan{name: name, family: fam.Name, order: fam.Order, fam: fam, state: st, journaled: true})
 			continue

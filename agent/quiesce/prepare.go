@@ -23,8 +23,11 @@ import (
 // way or unfinished: finish the restore first.
 var ErrRestoreInProgress = errors.New("a restore is in progress or unfinished; run restore first")
 
-// prepareKinds is the order prepare runs the kinds of steps in (DESIGN.md §5).
-var prepareKinds = []string{KindStopReactivator, KindDockerContainers, KindPreStop, KindStopUnit, KindMask, KindSELinuxRuntime, KindSELinuxConfig}
+// prepareKinds is the order prepare runs the kinds of steps in (DESIGN.md §5). The
+// Docker container record comes first, before the reactivators: docker.service has
+// Requires=docker.socket, so stopping the socket stops dockerd (and its containers)
+// too, and the record of what ran would come too late.
+var prepareKinds = []string{KindDockerContainers, KindStopReactivator, KindPreStop, KindStopUnit, KindMask, KindSELinuxRuntime, KindSELinuxConfig}
 
 // Prepare makes the VM ready: journal → reactivators → pre-stop → stop units (verify
 // inactive and cgroup empty) → runtime mask → rescan holders → SELinux → ready|blocked.

@@ -74,8 +74,18 @@ func (e *Engine) Restore(ctx context.Context, who Who) (*api.QuiesceResult, erro
 	}
 	log := e.log.With(zap.String("who", who.String()), zap.String("op", j.ID))
 	ok := true
+	// Once prepare changed anything, every unit it recorded as running may have been
+	// stopped — by its own step or as a side effect of another (stopping docker.socket
+	// stops docker.service through Requires=; stopping a service stops its PartOf=
+	// socket). Their before-states were journaled before the first change, so they are
+	// all candidates; starting one that runs already is a no-op.
+	begun := false
+	for _, s := range j.Steps {
+		begun = begun || s.Intent != nil
+	}
 	run := func(s *Step, do func() (string, error)) error {
-		if s.Intent == nil {
+		unitStep := s.Kind == KindStopUnit || s.Kind == KindStopReactivator
+		if s.Intent == nil && !(unitStep && begun) {
 			return nil // never started: nothing to undo
 		}
 		if undone(s) {
