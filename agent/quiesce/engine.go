@@ -116,7 +116,9 @@ type Options struct {
 	JobTimeout time.Duration
 }
 
-// Engine runs prepare and restore. It is safe for concurrent use; calls are serialised.
+// Engine runs prepare and restore. It is safe for concurrent use: Prepare and Restore are
+// serialised (in-process mutex, and an flock against other processes); Plan, Owed and
+// State only read and never wait for them.
 type Engine struct {
 	o     Options
 	store store
@@ -186,8 +188,6 @@ func (e *Engine) JournalPath() string { return e.store.path() }
 // Owed reports whether the journal says a restore is owed. A corrupt journal reports
 // true with an error wrapping ErrCorrupt.
 func (e *Engine) Owed() (bool, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	j, err := e.store.load()
 	if err != nil {
 		return true, err
@@ -207,12 +207,12 @@ type Status struct {
 }
 
 // State reads the journal and SELinux for status (api.Report's quiesced and selinux).
+// It never waits for a running prepare or restore (the journal file is replaced
+// atomically, so it reads a consistent state). SELinux is nil when unreadable; the error
+// is for the journal only (ErrCorrupt: Owed is true).
 func (e *Engine) State() (Status, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	st := Status{Phase: "none", Quiesced: []api.QuiescedUnit{}}
-	se, serr := e.o.SELinux.State()
-	if serr == nil {
+	if se, err := e.o.SELinux.State(); err == nil {
 		st.SELinux = &api.SELinuxState{Mode: selinux.ModeName(se.Enforce)}
 	}
 	j, err := e.store.load()
@@ -221,7 +221,7 @@ func (e *Engine) State() (Status, error) {
 		return st, err
 	}
 	if j == nil {
-		return st, serr
+		return st, nil
 	}
 	st.Owed = j.Owed()
 	st.Who = &j.Who
@@ -241,7 +241,7 @@ func (e *Engine) State() (Status, error) {
 			st.SELinux.Previous = selinux.ModeName(*s.Before.Enforce)
 		}
 	}
-	return st, serr
+	return st, nil
 }
 
 func quiesced(j *Journal) []api.QuiescedUnit {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/adeagent/adeagent/agent/api"
+	"github.com/adeagent/adeagent/agent/catalog"
 	"github.com/adeagent/adeagent/agent/sysd"
 )
 
@@ -497,5 +498,51 @@ func TestLockBetweenProcesses(t *testing.T) {
 	}
 	if owed, err := JournalOwed(filepath.Dir(w.engine(nil).JournalPath())); !owed || err != nil {
 		t.Fatalf("JournalOwed = %v, %v", owed, err)
+	}
+}
+
+func TestStopDeadline(t *testing.T) {
+	w := standard(t)
+	w.unit("elasticsearch.service", "active").stopHang = true
+	base, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, _ := base.Family("elasticsearch")
+	es.StopTimeout = "100ms"
+	cat := base.Merge(&catalog.Catalog{Families: []catalog.Family{es}})
+	start := time.Now()
+	res, err := w.engine(func(o *Options) { o.Catalog = cat }).Prepare(context.Background(), who)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > time.Minute {
+		t.Fatal("the family deadline was not applied")
+	}
+	if res.Outcome != api.OutcomeBlocked || !hasFinding(res, "quiesce.stop-failed", "systemctl cancel") {
+		t.Fatalf("outcome %s findings %+v", res.Outcome, res.Findings)
+	}
+	// The other units were still stopped, and the rest of prepare ran.
+	if w.units["mongod.service"].stops != 1 || !w.units["elasticsearch.service"].masked {
+		t.Error("prepare did not go on after the timeout")
+	}
+}
+
+func TestStateDoesNotWait(t *testing.T) {
+	w := standard(t)
+	e := w.engine(nil)
+	e.mu.Lock() // a prepare is running
+	defer e.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		_, _ = e.State()
+		_, _ = e.Owed()
+		_, _ = e.Plan(context.Background())
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("State/Owed/Plan wait for a running prepare")
 	}
 }

@@ -42,6 +42,7 @@ type fakeUnit struct {
 	masked    bool
 	stopRes   string // job result of a stop; "" = done
 	stopErr   error
+	stopHang  bool // the stop job never finishes (TimeoutStopSec=0, SendSIGKILL=no)
 	startRes  string
 	leftover  []int  // pids left in the cgroup after the stop (KillMode=process)
 	startsTo  string // ActiveState after a "done" start; "" = active
@@ -145,8 +146,13 @@ func (w *world) StopUnit(ctx context.Context, name string) (string, error) {
 	}
 	w.log("stop %s", name)
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	u := w.units[name]
+	if u.stopHang {
+		w.mu.Unlock()
+		<-ctx.Done()
+		return "", ctx.Err()
+	}
+	defer w.mu.Unlock()
 	u.stops++
 	if u.stopErr != nil {
 		return "", u.stopErr

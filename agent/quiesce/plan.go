@@ -279,8 +279,6 @@ func (e *Engine) computePlan(ctx context.Context, j *Journal) (*plan, error) {
 // Plan is prepare's dry run: what it would stop, in which order, what it leaves and
 // why, and what it does with SELinux. It changes nothing.
 func (e *Engine) Plan(ctx context.Context) (*api.QuiescePlan, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	j, err := e.store.load()
 	if err != nil {
 		return nil, err

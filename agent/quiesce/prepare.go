@@ -277,8 +277,12 @@ func (e *Engine) stopUnit(ctx context.Context, s *Step, res *api.QuiesceResult) 
 		err = fmt.Errorf("stop job ended %q", r)
 	}
 	if err != nil {
+		extra := ""
+		if errors.Is(err, context.DeadlineExceeded) {
+			extra = " The stop job may still be queued in systemd ('systemctl list-jobs'; 'systemctl cancel' drops it)."
+		}
 		res.Findings = append(res.Findings, finding("quiesce.stop-failed", s.Target+" did not stop",
-			fmt.Sprintf("Stopping %s (family %s, deadline %s) failed: %v. adeagent never kills a process; the unit may still hold the OS drive.", s.Target, s.Family, d, err),
+			fmt.Sprintf("Stopping %s (family %s, deadline %s) failed: %v. adeagent never kills a process; the unit may still hold the OS drive.%s", s.Target, s.Family, d, err, extra),
 			"Find out why with 'systemctl status "+s.Target+"' and 'journalctl -u "+s.Target+"', stop it cleanly, then run 'adeagentctl prepare' again.",
 			true, unitRel(s.Target)))
 		return err
