@@ -122,14 +122,21 @@ func (e *Engine) computePlan(ctx context.Context, j *Journal) (*plan, error) {
 	var holderUnits []string
 	holderDetail := map[string]string{}
 	if e.o.Rescan != nil && e.o.Path == PathUnmount {
-		if hr, err := e.o.Rescan(ctx); err == nil && hr != nil {
+		rctx, cancel := context.WithTimeout(ctx, e.o.JobTimeout)
+		hr, err := e.o.Rescan(rctx)
+		cancel()
+		if err == nil && hr != nil {
 			for _, h := range hr.Holders {
 				if h.Unit == "" || !strings.Contains(h.Unit, ".") {
 					continue
 				}
 				if _, seen := holderDetail[h.Unit]; !seen {
 					holderUnits = append(holderUnits, h.Unit)
-					holderDetail[h.Unit] = fmt.Sprintf("holds the OS drive (pid %d %s)", h.PID, h.Comm)
+					d := fmt.Sprintf("holds the OS drive (pid %d %s)", h.PID, h.Comm)
+					if h.Container != "" {
+						d += "; container " + h.Container + ": it stops with its container runtime's family, or by hand"
+					}
+					holderDetail[h.Unit] = d
 				}
 			}
 		}

@@ -463,7 +463,9 @@ func (e *Engine) rescan(ctx context.Context, res *api.QuiesceResult) {
 	if e.o.Rescan == nil || e.o.Path != PathUnmount {
 		return
 	}
-	hr, err := e.o.Rescan(ctx)
+	rctx, cancel := context.WithTimeout(ctx, e.o.JobTimeout)
+	hr, err := e.o.Rescan(rctx)
+	cancel()
 	if err != nil {
 		res.Findings = append(res.Findings, finding("os-drive.holders", "The OS drive's holders could not be scanned",
 			err.Error(), "Run 'adeagent holders' to see what holds the OS drive.", true))
