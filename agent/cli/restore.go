@@ -32,8 +32,10 @@ func runRestore(args []string, stdout, stderr io.Writer) (int, error) {
 	fs := newFlagSet("restore", stderr, &c)
 	owed := fs.Bool("owed", false, "restore only if the journal says a restore is owed (the boot unit's mode)")
 	asJSON := fs.Bool("json", false, "print the result as JSON (schema_version 1)")
-	timeout := fs.Duration("timeout", 30*time.Minute, "deadline for the whole restore")
-	mountWait := fs.Duration("mount-wait", 3*time.Minute, "how long to wait for a data disk's mount before starting a service whose data is there")
+	// Under adeagent-restore.service's TimeoutStartSec=5min, so the restore ends by itself
+	// (journal written, findings printed) before systemd would kill it.
+	timeout := fs.Duration("timeout", 4*time.Minute+30*time.Second, "deadline for the whole restore")
+	mountWait := fs.Duration("mount-wait", 2*time.Minute, "how long to wait for a data disk's mount before starting a service whose data is there")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: adeagent restore --owed [--json] [--timeout D] [--mount-wait D] [common flags]")
 		fmt.Fprintln(stderr, "\nUndo what 'adeagentctl prepare' did when the quiesce journal says a restore is owed")

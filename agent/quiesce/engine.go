@@ -129,6 +129,8 @@ type Engine struct {
 	// call on the spot, like a kill -9 would.
 	crash func() error
 	poll  time.Duration
+	// gaveUp holds the mount points one restore call waited for in vain.
+	gaveUp map[string]bool
 }
 
 // New checks the options and returns an Engine.

@@ -385,6 +385,7 @@ func TestLiveRestoreStopsContainers(t *testing.T) {
 func TestRestoreWaitsForDataMount(t *testing.T) {
 	w := standard(t)
 	w.units["mongod.service"].mounts = []string{"/data/mongo"}
+	w.units["cassandra.service"].mounts = []string{"/data/cassandra"}
 	w.file("etc/fstab", "UUID=x / ext4 defaults 0 1\nUUID=y /data ext4 defaults,nofail 0 2\nUUID=z /backup ext4 noauto 0 0\n")
 	e := w.engine(nil)
 	if _, err := e.Prepare(context.Background(), who); err != nil {
@@ -395,8 +396,11 @@ func TestRestoreWaitsForDataMount(t *testing.T) {
 	if err != nil || res.Outcome != api.OutcomeFailed || !hasFinding(res, "quiesce.restore-mount", "mongod.service") {
 		t.Fatalf("restore %v %+v", err, res)
 	}
-	if w.units["mongod.service"].starts != 0 {
-		t.Fatal("mongod started without its data mount")
+	if w.units["mongod.service"].starts != 0 || w.units["cassandra.service"].starts != 0 {
+		t.Fatal("a database started without its data mount")
+	}
+	if !hasFinding(res, "quiesce.restore-mount", "earlier in this restore") {
+		t.Errorf("the second unit on the missing mount waited again: %+v", res.Findings)
 	}
 	// ADE unlocked and mounted the disk: the next restore starts it.
 	w.file("proc/self/mountinfo", "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"+

@@ -62,6 +62,7 @@ func (e *Engine) Restore(ctx context.Context, who Who) (*api.QuiesceResult, erro
 		return res, nil
 	}
 	res.Path = j.Path
+	e.gaveUp = map[string]bool{}
 	boot := e.bootID()
 	rebooted := j.BootID != "" && boot != "" && boot != j.BootID
 	if j.Restore == nil {
@@ -283,6 +284,13 @@ func (e *Engine) waitMounts(ctx context.Context, s *Step, log *zap.Logger) error
 	if len(need) == 0 {
 		return nil
 	}
+	// A mount already waited for in vain in this restore is not waited for again, so
+	// several units on one missing disk cost one MountWait, not one each.
+	for _, mp := range e.notMounted(need) {
+		if e.gaveUp[mp] {
+			return fmt.Errorf("%s not mounted (waited %s for it earlier in this restore)", mp, e.o.MountWait)
+		}
+	}
 	deadline := time.Now().Add(e.o.MountWait)
 	for {
 		missing := e.notMounted(need)
@@ -290,6 +298,9 @@ func (e *Engine) waitMounts(ctx context.Context, s *Step, log *zap.Logger) error
 			return nil
 		}
 		if time.Now().After(deadline) {
+			for _, mp := range missing {
+				e.gaveUp[mp] = true
+			}
 			return fmt.Errorf("%s not mounted after %s", strings.Join(missing, ", "), e.o.MountWait)
 		}
 		log.Info("restore: waiting for data mounts", zap.String("unit", s.Target), zap.Strings("mounts", missing))
