@@ -125,6 +125,33 @@ func TestClientRoutes(t *testing.T) {
 	}
 }
 
+func TestStatusSkipsHoldersReportHasThem(t *testing.T) {
+	rep := report(false)
+	rep.Holders = []api.Holder{{Kind: api.KindProcess, PID: 77, Comm: "mongod"}}
+	c := &api.Client{Socket: serve(t, newBackend(rep), server.Options{})}
+	st, err := c.Status(ctx(t), false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Report.Hostname != "vm1" || len(st.Report.Findings) != len(rep.Findings) || st.Report.Holders != nil {
+		t.Errorf("status: hostname %q, %d findings, holders %v (want none decoded)", st.Report.Hostname, len(st.Report.Findings), st.Report.Holders)
+	}
+	if !strings.Contains(string(st.Raw), `"comm": "mongod"`) {
+		t.Errorf("status raw lacks the holders: %s", st.Raw)
+	}
+	full, _, err := c.Report(ctx(t))
+	if err != nil || len(full.Holders) != 1 || full.Holders[0].Comm != "mongod" {
+		t.Errorf("report holders %+v %v", full, err)
+	}
+	// The fresh routes answer too.
+	if r, _, err := c.ReportFresh(ctx(t)); err != nil || r.Hostname != "vm1" {
+		t.Errorf("fresh report %+v %v", r, err)
+	}
+	if hr, _, err := c.HoldersFresh(ctx(t)); err != nil || len(hr.Holders) != 1 {
+		t.Errorf("fresh holders %+v %v", hr, err)
+	}
+}
+
 func TestAPIErrors(t *testing.T) {
 	c := &api.Client{Socket: serve(t, newBackend(nil), server.Options{})}
 	_, err := c.Status(ctx(t), false, 0)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,6 +79,13 @@ type Server struct {
 	groupIDs func(uid uint32) ([]string, error)
 
 	streams atomic.Int64 // open event streams and long polls
+
+	// encoded is the JSON of the last report answered, reused while the backend serves
+	// the same report: with ~1000 holders it is half a megabyte, and encoding it for every
+	// `adeagentctl status` cost more than the rest of the round trip.
+	encMu      sync.Mutex
+	encodedRep *api.Report
+	encoded    []byte
 }
 
 // New returns the API server for b.
@@ -336,7 +344,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 			writeError(w, http.StatusServiceUnavailable, "not ready")
 			return
 		}
-		writeJSON(w, http.StatusOK, rep)
+		s.writeReport(w, rep)
 		return
 	}
 	if !s.openStream(w) {
@@ -351,7 +359,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 		changed := s.b.Changed()
 		if rep := s.b.Report(); rep != nil && rep.Ready {
 			w.Header().Set(WaitResultHeader, "ready")
-			writeJSON(w, http.StatusOK, rep)
+			s.writeReport(w, rep)
 			return
 		}
 		select {
@@ -363,7 +371,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 				writeError(w, http.StatusServiceUnavailable, "not ready")
 				return
 			}
-			writeJSON(w, http.StatusOK, rep)
+			s.writeReport(w, rep)
 			return
 		case <-r.Context().Done():
 			return
@@ -403,7 +411,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, raw string) {
 		writeError(w, http.StatusServiceUnavailable, "not ready")
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	s.writeReport(w, rep)
 }
 
 // freshFailed answers a ?fresh=1 request whose evaluation did not come.
@@ -522,6 +530,27 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, _ string) {
 }
 
 // writeJSON answers with v as indented JSON.
+// writeReport answers 200 with rep, encoded once per report.
+func (s *Server) writeReport(w http.ResponseWriter, rep *api.Report) {
+	s.encMu.Lock()
+	b := s.encoded
+	if s.encodedRep != rep || b == nil {
+		var err error
+		if b, err = json.MarshalIndent(rep, "", "  "); err != nil {
+			s.encMu.Unlock()
+			writeJSON(w, http.StatusOK, rep) // answers 500 with the error
+			return
+		}
+		b = append(b, '\n')
+		s.encodedRep, s.encoded = rep, b
+	}
+	s.encMu.Unlock()
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

@@ -282,6 +282,20 @@ func TestFreshQuery(t *testing.T) {
 	wantError(t, do(t, s, &userPeer, "GET", "/v1/holders?fresh=1", ""), http.StatusInternalServerError, "probe runner broke")
 }
 
+func TestReportEncodedOncePerReport(t *testing.T) {
+	f := newFake(testReport(false))
+	s := New(f, Options{})
+	a := do(t, s, &userPeer, "GET", "/v1/status", "").Body.String()
+	if b := do(t, s, &userPeer, "GET", "/v1/report", "").Body.String(); a != b {
+		t.Fatalf("status and report differ for one report:\n%s\n%s", a, b)
+	}
+	f.setReport(testReport(true))
+	var rep api.Report
+	if err := json.Unmarshal(do(t, s, &userPeer, "GET", "/v1/status", "").Body.Bytes(), &rep); err != nil || !rep.Ready {
+		t.Errorf("status after a new report: ready %v, %v (stale encoding?)", rep.Ready, err)
+	}
+}
+
 func TestHoldersError(t *testing.T) {
 	f := newFake(testReport(true))
 	f.holdersErr = errors.New("scan failed")

@@ -178,19 +178,15 @@ func run() (*Result, error) {
 		}
 	}()
 
-	// Ready once the first evaluation published a report: `adeagentctl wait` returns then
-	// (0 ready, 1 not ready), 3 while the socket is not up yet.
+	// Ready once the first evaluation published its report (the socket answers 503 until
+	// then; the metrics count evaluations).
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		c := exec.Command(ctl, "--socket", sock, "status", "--json")
-		c.Stdout, c.Stderr = nil, nil
-		err := c.Run()
-		var ee *exec.ExitError
-		if err == nil || (errors.As(err, &ee) && ee.ExitCode() == 1) {
+		if n, err := evaluations(sock); err == nil && n >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("daemon not ready after 2 minutes (log: %s): %v", logf.Name(), err)
+			return nil, fmt.Errorf("no evaluation after 2 minutes (log: %s)", logf.Name())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
