@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -296,7 +297,7 @@ func (e *Engine) stamp() *time.Time {
 
 // bootID reads the kernel's boot id ("" when unreadable).
 func (e *Engine) bootID() string {
-	b, err := e.o.Root.ReadFile(filepath.Join("/proc", "sys", "kernel", "random", "boot_id"))
+	b, err := os.ReadFile(e.o.Root.Proc("sys", "kernel", "random", "boot_id"))
 	if err != nil {
 		return ""
 	}

@@ -328,7 +328,7 @@ func (e *Engine) verifyStops(ctx context.Context, j *Journal, res *api.QuiesceRe
 		var names []string
 		for _, pid := range pids {
 			rel = append(rel, api.Related{Kind: "pid", ID: strconv.Itoa(pid)})
-			comm, _ := e.o.Root.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+			comm, _ := os.ReadFile(e.o.Root.PID(pid, "comm"))
 			names = append(names, fmt.Sprintf("%d %s", pid, strings.TrimSpace(string(comm))))
 		}
 		res.Findings = append(res.Findings, finding("quiesce.cgroup-not-empty", s.Target+" is inactive but processes are left in its cgroup",
