@@ -550,3 +550,45 @@ func TestStateDoesNotWait(t *testing.T) {
 		t.Fatal("State/Owed/Plan wait for a running prepare")
 	}
 }
+
+func TestPrepareAgainAfterBlocked(t *testing.T) {
+	w := standard(t)
+	w.units["mongod.service"].stopRes = sysd.JobFailed
+	e := w.engine(nil)
+	res, err := e.Prepare(context.Background(), who)
+	if err != nil || res.Outcome != api.OutcomeBlocked {
+		t.Fatalf("first prepare %v %+v", err, res)
+	}
+	// The operator fixed it; prepare again retries only what is not done.
+	w.units["mongod.service"].stopRes = ""
+	n := len(w.callLog())
+	res, err = e.Prepare(context.Background(), who)
+	if err != nil || res.Outcome != api.OutcomeReady {
+		t.Fatalf("second prepare %v %+v", err, res)
+	}
+	if calls := w.callLog()[n:]; strings.Join(calls, "|") != "stop mongod.service" {
+		t.Errorf("second prepare calls %v", calls)
+	}
+	if _, err := e.Restore(context.Background(), who); err != nil {
+		t.Fatal(err)
+	}
+	w.restoredLikeBefore()
+}
+
+func TestSELinuxDisabled(t *testing.T) {
+	w := standard(t)
+	w.file("proc/self/mountinfo", "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
+	e := w.engine(nil)
+	p, err := e.Plan(context.Background())
+	if err != nil || p.SELinux.Runtime != "none" || p.SELinux.Mode != "disabled" {
+		t.Fatalf("plan %v %+v", err, p.SELinux)
+	}
+	if _, err := e.Prepare(context.Background(), who); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range w.callLog() {
+		if strings.HasPrefix(c, "setenforce") || strings.HasPrefix(c, "selinux-config") {
+			t.Fatalf("SELinux touched while disabled: %v", w.callLog())
+		}
+	}
+}
