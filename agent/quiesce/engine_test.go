@@ -248,7 +248,10 @@ func TestOnlyDoneCounts(t *testing.T) {
 
 func TestCgroupNotEmpty(t *testing.T) {
 	w := standard(t)
+	// In another slice, left in a child cgroup (Delegate=yes), and systemd no longer
+	// reports the cgroup of the inactive unit: the journaled one is read.
 	w.units["containerd.service"].leftover = []int{4242}
+	w.units["containerd.service"].inSlice = "runtime.slice"
 	w.file("proc/4242/comm", "containerd-shim\n")
 	res, err := w.engine(nil).Prepare(context.Background(), who)
 	if err != nil {

@@ -47,6 +47,7 @@ type fakeUnit struct {
 	leftover  []int  // pids left in the cgroup after the stop (KillMode=process)
 	startsTo  string // ActiveState after a "done" start; "" = active
 	mounts    []string
+	inSlice   string // "" = system.slice
 	starts    int
 	stops     int
 }
@@ -135,7 +136,7 @@ func (w *world) Unit(_ context.Context, name string) (sysd.UnitInfo, error) {
 	info := sysd.UnitInfo{Name: name, ID: name, LoadState: "loaded", ActiveState: u.active, SubState: u.sub,
 		UnitFileState: fs, CanStop: true, CanStart: true, RequiresMountsFor: u.mounts}
 	if strings.HasSuffix(name, ".service") && u.active != "inactive" {
-		info.ControlGroup = "/system.slice/" + name
+		info.ControlGroup = "/" + u.slice() + "/" + name
 	}
 	return info, nil
 }
@@ -166,7 +167,7 @@ func (w *world) StopUnit(ctx context.Context, name string) (string, error) {
 		for _, p := range u.leftover {
 			fmt.Fprintf(&b, "%d\n", p)
 		}
-		d := filepath.Join(w.dir, "sys/fs/cgroup/system.slice", name)
+		d := filepath.Join(w.dir, "sys/fs/cgroup", u.slice(), name, "payload")
 		_ = os.MkdirAll(d, 0o755)
 		_ = os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(b.String()), 0o644)
 	}
@@ -398,4 +399,11 @@ func (w *world) restoredLikeBefore() {
 	if string(b) != "# keep me\nSELINUX=enforcing\nSELINUXTYPE=targeted\n" {
 		w.t.Errorf("selinux config = %q", b)
 	}
+}
+
+func (u *fakeUnit) slice() string {
+	if u.inSlice != "" {
+		return u.inSlice
+	}
+	return "system.slice"
 }

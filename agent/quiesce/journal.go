@@ -127,6 +127,7 @@ type Before struct {
 	SubState          string      `json:"sub_state,omitempty"`
 	UnitFileState     string      `json:"unit_file_state,omitempty"`
 	RequiresMountsFor []string    `json:"requires_mounts_for,omitempty"`
+	ControlGroup      string      `json:"control_group,omitempty"` // the unit's cgroup while it ran
 	Units             []string    `json:"units,omitempty"` // mask: the units masked
 	Argv              []string    `json:"argv,omitempty"`  // prestop
 	Timeout           string      `json:"timeout,omitempty"`

@@ -166,6 +166,7 @@ func (e *Engine) extend(ctx context.Context, j *Journal, p *plan) {
 		if info, err := e.o.Systemd.Unit(ctx, u.name); err == nil {
 			s.Before.UnitFileState = info.UnitFileState
 			s.Before.RequiresMountsFor = info.RequiresMountsFor
+			s.Before.ControlGroup = info.ControlGroup
 		}
 		if u.fam != nil {
 			s.Before.Timeout = u.fam.StopDeadline().String()
@@ -311,7 +312,12 @@ func (e *Engine) verifyStops(ctx context.Context, j *Journal, res *api.QuiesceRe
 		if !strings.HasSuffix(s.Target, ".service") && !strings.HasSuffix(s.Target, ".scope") {
 			continue
 		}
+		// systemd may drop ControlGroup once the unit is inactive; the cgroup it ran in
+		// (journaled before the stop) is where leftovers stay.
 		cg := info.ControlGroup
+		if cg == "" {
+			cg = s.Before.ControlGroup
+		}
 		if cg == "" {
 			cg = "/system.slice/" + s.Target
 		}
