@@ -128,8 +128,8 @@ type Before struct {
 	UnitFileState     string      `json:"unit_file_state,omitempty"`
 	RequiresMountsFor []string    `json:"requires_mounts_for,omitempty"`
 	ControlGroup      string      `json:"control_group,omitempty"` // the unit's cgroup while it ran
-	Units             []string    `json:"units,omitempty"` // mask: the units masked
-	Argv              []string    `json:"argv,omitempty"`  // prestop
+	Units             []string    `json:"units,omitempty"`         // mask: the units masked
+	Argv              []string    `json:"argv,omitempty"`          // prestop
 	Timeout           string      `json:"timeout,omitempty"`
 	Containers        []Container `json:"containers,omitempty"`
 	LiveRestore       bool        `json:"live_restore,omitempty"`
