@@ -141,6 +141,13 @@ func (e *Engine) computePlan(ctx context.Context, j *Journal) (*plan, error) {
 			}
 		}
 	}
+	// Journaled units systemd no longer lists (an inactive unit can be unloaded) stay in
+	// the plan: the journal keeps their steps.
+	for name := range journaled {
+		if _, ok := byName[name]; !ok {
+			byName[name] = probes.UnitState{Name: name, ActiveState: "inactive", SubState: "dead"}
+		}
+	}
 	for _, name := range holderUnits {
 		if _, ok := byName[name]; ok {
 			continue
