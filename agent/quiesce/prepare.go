@@ -29,8 +29,9 @@ var ErrRestoreInProgress = errors.New("a restore is in progress or unfinished; r
 // too, and the record of what ran would come too late.
 var prepareKinds = []string{KindDockerContainers, KindStopReactivator, KindPreStop, KindStopUnit, KindMask, KindSELinuxRuntime, KindSELinuxConfig}
 
-// Prepare makes the VM ready: journal → reactivators → pre-stop → stop units (verify
-// inactive and cgroup empty) → runtime mask → rescan holders → SELinux → ready|blocked.
+// Prepare makes the VM ready: journal (the whole plan with every before-state) → record
+// Docker's containers → reactivators → pre-stop → stop units (verify inactive and cgroup
+// empty) → runtime mask → rescan holders → SELinux → ready|blocked.
 // When a prepare is already journaled it resumes it: steps not yet done are run again,
 // units it recorded keep their recorded before-state, and units that became active
 // since are added. The error is for a call that could not run (journal unreadable or
