@@ -1,0 +1,56 @@
+package probes
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/adeagent/adeagent/agent/api"
+	"github.com/adeagent/adeagent/agent/catalog"
+)
+
+func TestBlockingHolders(t *testing.T) {
+	cat, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const self = 4242
+	rep := &api.HoldersReport{
+		Holders: []api.Holder{
+			{Kind: api.KindProcess, PID: 1, Comm: "systemd", Uses: []string{api.UseExe}},
+			{Kind: api.KindProcess, PID: self, Comm: "adeagent", Unit: "adeagent.service", Uses: []string{api.UseExe}},
+			{Kind: api.KindProcess, PID: 10, Comm: "systemd-journal", Unit: "systemd-journald.service", Uses: []string{api.UseFD}},
+			{Kind: api.KindProcess, PID: 11, Comm: "cron", Unit: "cron.service", Uses: []string{api.UseExe}},
+			{Kind: api.KindProcess, PID: 12, Comm: "sleep", Unit: "session-3.scope", Uses: []string{api.UseCwd}},
+			{Kind: api.KindProcess, PID: 13, Comm: "nginx", Unit: "docker-abc.scope", Container: "docker:abc", Uses: []string{api.UseFD}},
+			{Kind: api.KindThread, PID: 14, Comm: "worker", Unit: "app.service", Uses: []string{api.UseCwd}},
+			{Kind: api.KindMount, Mount: "/data", Detail: "ext4 /dev/vdb"},
+			{Kind: api.KindMount, Mount: "/run/user/0", Detail: "tmpfs tmpfs"},
+			{Kind: api.KindNamespace, PID: 15, Unit: "systemd-udevd.service", Detail: "private"},
+			{Kind: api.KindNamespace, PID: 16, Unit: "session-3.scope", Detail: "unshare"},
+			{Kind: api.KindSwap, Paths: []string{"/swapfile"}},
+		},
+		Incomplete: []api.Incomplete{{PID: 1, What: "fd", Reason: "EACCES"}, {PID: 99, What: "fd", Reason: "EACCES"}},
+	}
+	got := BlockingHolders(rep, self, cat)
+	var ids []int
+	var kinds []string
+	for _, h := range got.Holders {
+		ids = append(ids, h.PID)
+		kinds = append(kinds, h.Kind)
+	}
+	// Kept: the session process (12), the container (13), the thread with its own table
+	// (14: fuser cannot see it, ADE's restarts do not clear it), the data mount, the
+	// session's namespace (16) and the swap file.
+	if want := []int{12, 13, 14, 0, 16, 0}; !slices.Equal(ids, want) {
+		t.Errorf("pids kept = %v, want %v (kinds %v)", ids, want, kinds)
+	}
+	if len(got.Incomplete) != 1 || got.Incomplete[0].PID != 99 {
+		t.Errorf("incomplete = %+v, want only pid 99 (PID 1 is spared, the unknown is kept)", got.Incomplete)
+	}
+	if len(rep.Holders) != 12 {
+		t.Errorf("the input was modified: %d holders", len(rep.Holders))
+	}
+	if BlockingHolders(nil, self, cat) != nil {
+		t.Error("nil report: want nil")
+	}
+}
