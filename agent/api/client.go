@@ -188,7 +188,21 @@ type StatusResult struct {
 // longer than timeout. Before the daemon's first evaluation it fails with an *APIError
 // of status 503 (with wait: only if the first report does not come within timeout).
 func (c *Client) Status(ctx context.Context, wait bool, timeout time.Duration) (*StatusResult, error) {
+	return c.status(ctx, wait, timeout, false)
+}
+
+// StatusBrief is Status without the holders list on the wire either (?holders=0; Raw has
+// "holders": []): what `adeagentctl status` and `wait` show, without transferring half a
+// megabyte on a VM with ~1000 holders.
+func (c *Client) StatusBrief(ctx context.Context, wait bool, timeout time.Duration) (*StatusResult, error) {
+	return c.status(ctx, wait, timeout, true)
+}
+
+func (c *Client) status(ctx context.Context, wait bool, timeout time.Duration, brief bool) (*StatusResult, error) {
 	q := url.Values{}
+	if brief {
+		q.Set("holders", "0")
+	}
 	if wait {
 		q.Set("wait", "ready")
 		if timeout > 0 {

@@ -27,7 +27,12 @@ func (r *runner) status(ctx context.Context, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	st, err := r.client.Status(ctx, false, 0)
+	// The human form does not list holders: it asks for the answer without them.
+	get := r.client.StatusBrief
+	if *asJSON {
+		get = r.client.Status // the whole report, as documented
+	}
+	st, err := get(ctx, false, 0)
 	if err != nil {
 		return r.fail(ctx, err)
 	}
@@ -124,9 +129,9 @@ func (r *runner) wait(ctx context.Context, args []string) int {
 		var err error
 		pctx, cancel := context.WithTimeout(ctx, max(poll, 0)+requestTimeout)
 		if poll < time.Millisecond {
-			st, err = r.client.Status(pctx, false, 0)
+			st, err = r.client.StatusBrief(pctx, false, 0)
 		} else {
-			st, err = r.client.Status(pctx, true, poll)
+			st, err = r.client.StatusBrief(pctx, true, poll)
 		}
 		cancel()
 		var ae *api.APIError

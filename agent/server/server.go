@@ -83,9 +83,14 @@ type Server struct {
 	// encoded is the JSON of the last report answered, reused while the backend serves
 	// the same report: with ~1000 holders it is half a megabyte, and encoding it for every
 	// `adeagentctl status` cost more than the rest of the round trip.
-	encMu      sync.Mutex
-	encodedRep *api.Report
-	encoded    []byte
+	encMu   sync.Mutex
+	encoded [2]encodedReport // [0] without the holders list, [1] whole
+}
+
+// encodedReport is a report's JSON answer.
+type encodedReport struct {
+	rep  *api.Report
+	json []byte
 }
 
 // New returns the API server for b.
@@ -203,7 +208,8 @@ type route struct {
 //	                  (concurrent requests share one; the daemon spaces them)
 //	POST /v1/restore  write access; 501 until issue 6
 //	GET  /v1/status   api.Report; ?wait=ready[&timeout=D] long-polls until ready or D
-//	                  (default 30s, at most 1h) and sets Adeagent-Wait-Result
+//	                  (default 30s, at most 1h) and sets Adeagent-Wait-Result;
+//	                  ?holders=0 leaves the holders list out ([])
 //
 // Every request is checked in this order: Host ("" or PseudoHost) and no Origin/Referer
 // (403), route (404), method (405, with Allow), write access (403, logged with uid and
@@ -331,7 +337,7 @@ func (s *Server) recoverPanic(w *responseWriter, r *http.Request) {
 	}
 }
 
-// status is GET /v1/status[?wait=ready&timeout=D].
+// status is GET /v1/status[?wait=ready&timeout=D][&holders=0].
 func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 	q, err := ParseStatusQuery(raw)
 	if err != nil {
@@ -344,7 +350,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 			writeError(w, http.StatusServiceUnavailable, "not ready")
 			return
 		}
-		s.writeReport(w, rep)
+		s.writeReportOpt(w, rep, !q.NoHolders)
 		return
 	}
 	if !s.openStream(w) {
@@ -359,7 +365,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 		changed := s.b.Changed()
 		if rep := s.b.Report(); rep != nil && rep.Ready {
 			w.Header().Set(WaitResultHeader, "ready")
-			s.writeReport(w, rep)
+			s.writeReportOpt(w, rep, !q.NoHolders)
 			return
 		}
 		select {
@@ -371,7 +377,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, raw string) {
 				writeError(w, http.StatusServiceUnavailable, "not ready")
 				return
 			}
-			s.writeReport(w, rep)
+			s.writeReportOpt(w, rep, !q.NoHolders)
 			return
 		case <-r.Context().Done():
 			return
@@ -532,17 +538,33 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, _ string) {
 // writeJSON answers with v as indented JSON.
 // writeReport answers 200 with rep, encoded once per report.
 func (s *Server) writeReport(w http.ResponseWriter, rep *api.Report) {
+	s.writeReportOpt(w, rep, true)
+}
+
+// writeReportOpt is writeReport, with or without the holders list (then []).
+func (s *Server) writeReportOpt(w http.ResponseWriter, rep *api.Report, holders bool) {
+	slot := 0
+	if holders {
+		slot = 1
+	}
 	s.encMu.Lock()
-	b := s.encoded
-	if s.encodedRep != rep || b == nil {
+	e := &s.encoded[slot]
+	b := e.json
+	if e.rep != rep || b == nil {
+		v := rep
+		if !holders {
+			c := *rep
+			c.Holders = []api.Holder{}
+			v = &c
+		}
 		var err error
-		if b, err = json.MarshalIndent(rep, "", "  "); err != nil {
+		if b, err = json.MarshalIndent(v, "", "  "); err != nil {
 			s.encMu.Unlock()
-			writeJSON(w, http.StatusOK, rep) // answers 500 with the error
+			writeJSON(w, http.StatusOK, v) // answers 500 with the error
 			return
 		}
 		b = append(b, '\n')
-		s.encodedRep, s.encoded = rep, b
+		e.rep, e.json = rep, b
 	}
 	s.encMu.Unlock()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")

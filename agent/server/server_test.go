@@ -165,6 +165,7 @@ func TestBadRequests(t *testing.T) {
 		{"/v1/status?wait=yes", `"ready"`},
 		{"/v1/status?wait=ready&wait=ready", "2 times"},
 		{"/v1/status?colour=blue", "unknown query parameter"},
+		{"/v1/status?holders=no", "want 0"},
 		{"/v1/status?wait=%zz", "malformed query"},
 		{"/v1/report?x=1", "unknown query parameter"},
 		{"/v1/report?fresh=maybe", "want 1 or 0"},
@@ -293,6 +294,25 @@ func TestReportEncodedOncePerReport(t *testing.T) {
 	var rep api.Report
 	if err := json.Unmarshal(do(t, s, &userPeer, "GET", "/v1/status", "").Body.Bytes(), &rep); err != nil || !rep.Ready {
 		t.Errorf("status after a new report: ready %v, %v (stale encoding?)", rep.Ready, err)
+	}
+}
+
+func TestStatusWithoutHolders(t *testing.T) {
+	rep := testReport(false)
+	rep.Holders = []api.Holder{{Kind: api.KindProcess, PID: 77, Comm: "mongod"}}
+	s := New(newFake(rep), Options{})
+	for _, tc := range []struct {
+		target string
+		want   int
+	}{{"/v1/status", 1}, {"/v1/status?holders=1", 1}, {"/v1/status?holders=0", 0}, {"/v1/report", 1}, {"/v1/status?holders=0", 0}, {"/v1/status", 1}} {
+		w := do(t, s, &userPeer, "GET", tc.target, "")
+		var got api.Report
+		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || w.Code != http.StatusOK {
+			t.Fatalf("%s: %d %v", tc.target, w.Code, err)
+		}
+		if got.Holders == nil || len(got.Holders) != tc.want || len(got.Findings) != len(rep.Findings) {
+			t.Errorf("%s: holders %v, %d findings", tc.target, got.Holders, len(got.Findings))
+		}
 	}
 }
 
