@@ -198,6 +198,17 @@ func (e *Engine) Owed() (bool, error) {
 	return j.Owed(), nil
 }
 
+// OtherBoot reports whether the journal was written on an earlier boot, i.e. the machine
+// rebooted between prepare and now. False without a readable journal or boot id.
+func (e *Engine) OtherBoot() bool {
+	j, err := e.store.load()
+	if err != nil || j == nil {
+		return false
+	}
+	now := e.bootID()
+	return j.BootID != "" && now != "" && j.BootID != now
+}
+
 // Status is what status shows about quiesce.
 type Status struct {
 	Owed bool `json:"owed"`
