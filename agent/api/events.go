@@ -20,6 +20,8 @@ type Event struct {
 	Blockers []string `json:"blockers"`
 	// Holders is the number of OS-drive holders, for holders events.
 	Holders int `json:"holders,omitempty"`
+	// Message says why, for phase events ("prepare requested by socket uid=0 …").
+	Message string `json:"message,omitempty"`
 }
 
 // Error is the body of every non-2xx answer of the socket API.
