@@ -255,6 +255,10 @@ type workerState struct {
 	maps       []byte
 	link       []byte
 	stx        unix.Statx_t
+	// exeLink and cwdLink are the exe and cwd links of the pid being scanned when the scan
+	// read them already (they matched the target), for procInfo.
+	exeLink, cwdLink     string
+	haveExe, haveCwdLink bool
 }
 
 func newWorkerState() *workerState {
@@ -405,12 +409,14 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	defer inc.flush(pid, r)
 	incomplete := inc.add
 	ws.incomplete = incomplete
+	ws.haveExe, ws.haveCwdLink = false, false
 	// exe: absent for kernel threads and zombies.
 	exeMissing := false
 	if err := statxAt(dirfd, &nameExe[0], &ws.stx); err == nil {
 		if s.match(&ws.stx, &h) {
 			h.uses[useExe] = true
-			h.addPath(s.readlink(dirfd, "exe", ws), s.maxPaths)
+			ws.exeLink, ws.haveExe = s.readlink(dirfd, "exe", ws), true
+			h.addPath(ws.exeLink, s.maxPaths)
 		}
 	} else if gone(err) {
 		exeMissing = true
@@ -490,8 +496,12 @@ func (s *procScanner) procInfo(pid, dirfd int, ws *workerState) *ProcInfo {
 	if b := readInto(dirfd, "comm", ws.maps); b != nil {
 		info.Comm = string(bytes.TrimRight(b, "\n"))
 	}
-	info.Exe = s.readlink(dirfd, "exe", ws)
-	info.Cwd = s.readlink(dirfd, "cwd", ws)
+	if info.Exe = ws.exeLink; !ws.haveExe {
+		info.Exe = s.readlink(dirfd, "exe", ws)
+	}
+	if info.Cwd = ws.cwdLink; !ws.haveCwdLink {
+		info.Cwd = s.readlink(dirfd, "cwd", ws)
+	}
 	s.onProcess(*info)
 	return info
 }
@@ -525,7 +535,8 @@ func (s *procScanner) scanFS(dirfd int, ws *workerState, h *holderAcc, incomplet
 	if err := statxAt(dirfd, &nameCwd[0], &ws.stx); err == nil {
 		if s.match(&ws.stx, h) {
 			h.uses[useCwd] = true
-			h.addPath(s.readlink(dirfd, "cwd", ws), s.maxPaths)
+			ws.cwdLink, ws.haveCwdLink = s.readlink(dirfd, "cwd", ws), true
+			h.addPath(ws.cwdLink, s.maxPaths)
 		}
 	} else if !gone(err) {
 		incomplete("cwd", err)
