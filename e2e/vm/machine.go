@@ -420,6 +420,19 @@ func (m *Machine) MustRun(t testing.TB, script string) Result {
 	return r
 }
 
+// MustRunAny runs a bash script with a 5-minute bound and fails the test only when the
+// guest does not answer; the exit code is the caller's to check.
+func (m *Machine) MustRunAny(t testing.TB, script string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := m.Run(ctx, script)
+	if err != nil {
+		t.Fatalf("guest: %s\n%v", script, err)
+	}
+	return r
+}
+
 // Push writes a file in the guest.
 func (m *Machine) Push(ctx context.Context, path string, data []byte, mode os.FileMode) error {
 	_, err := m.call(ctx, proto.Request{Op: proto.OpRun, Files: []proto.File{{Path: path, Mode: uint32(mode.Perm()), Data: data}}})
