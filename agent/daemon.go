@@ -22,6 +22,7 @@ import (
 
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/config"
+	"github.com/adeagent/adeagent/agent/quiesce"
 	"github.com/adeagent/adeagent/agent/server"
 	"github.com/adeagent/adeagent/agent/version"
 	"github.com/adeagent/adeagent/unmount"
@@ -84,6 +85,14 @@ type Options struct {
 	// measured again with e2e/idlecpu -live (load average 8 from builds), against ~0.3 %
 	// with the periodic scans alone (issue 4's target is < 0.5 %).
 	LiveHolders bool
+	// Systemd, Docker and Exec replace prepare's and restore's connections to systemd,
+	// the Docker Engine and pre-stop commands (tests). Nil: the real ones (systemd over
+	// D-Bus when it is PID 1; Docker and Exec only when Root is the running host).
+	Systemd quiesce.Systemd
+	Docker  quiesce.Docker
+	Exec    quiesce.Exec
+	// NoADEWatch turns off the ADE watch (agent/adewatch) — tests on fixture roots.
+	NoADEWatch bool
 }
 
 // Daemon is the running adeagent: it evaluates readiness periodically and on demand and
@@ -127,6 +136,9 @@ type Daemon struct {
 	// watcher is the live holder watch (nil without one); set once before the main loop.
 	watcher atomic.Pointer[watch.Watcher]
 
+	// act runs prepare and restore and follows ADE.
+	act *actions
+
 	// saved is the fingerprint of the report last written to the state directory (main
 	// loop only).
 	saved [sha256.Size]byte
@@ -157,7 +169,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Daemon{
+	d := &Daemon{
 		opts:      opts,
 		root:      opts.Root,
 		log:       log,
@@ -170,7 +182,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		changed:   make(chan struct{}),
 		phase:     api.PhaseObserving,
 		subs:      map[chan api.Event]struct{}{},
-	}, nil
+	}
+	d.act = newActions(d)
+	return d, nil
 }
 
 func parseLevel(s string) (zapcore.Level, error) {
@@ -275,6 +289,16 @@ func (d *Daemon) Run(ctx context.Context) (int, error) {
 		stopWatch()
 		watchWG.Wait()
 	}()
+	// ADE's watch, and the settling of a journal a previous run left, after READY: a
+	// restore owed from before a reboot must not hold back systemd's start of the daemon
+	// (nor the guest agent ordered after it).
+	if ctx.Err() == nil {
+		watchWG.Add(1)
+		go func() {
+			defer watchWG.Done()
+			d.act.follow(watchCtx)
+		}()
+	}
 	if d.opts.LiveHolders {
 		if w := d.startHolderWatch(watchCtx, &watchWG); w != nil {
 			d.watcher.Store(w)
@@ -432,6 +456,8 @@ func (d *Daemon) evaluate(ctx context.Context) {
 		err = fmt.Errorf("evaluation cancelled: %w", context.Cause(ctx))
 		return // cancelled by shutdown: the report is incomplete
 	}
+	d.act.decorate(rep)
+	d.act.settleRestored(d.opts.Interval)
 	now := time.Now()
 	prev := d.Report()
 	d.publish(rep, holders, now)
@@ -537,6 +563,43 @@ func (d *Daemon) publish(rep *api.Report, holders *api.HoldersReport, now time.T
 		ev.Holders = len(holders.Holders)
 		d.sendLocked(ev)
 	}
+}
+
+// setPhase moves the daemon to phase, says why in a phase event, the journal and
+// systemd's STATUS line, and returns the phase before. The current report is replaced by
+// a copy with the new phase, so that status answers it at once.
+func (d *Daemon) setPhase(phase, why string) string {
+	d.mu.Lock()
+	prev := d.phase
+	d.phase = phase
+	if d.report != nil && d.report.Phase != phase {
+		rep := *d.report
+		rep.Phase = phase
+		d.report = &rep
+		close(d.changed)
+		d.changed = make(chan struct{})
+	}
+	ev := api.Event{SchemaVersion: api.SchemaVersion, Time: time.Now().UTC(), Type: api.EventPhase,
+		Phase: phase, Message: why, Blockers: []string{}}
+	if d.report != nil {
+		ev.Ready, ev.Blockers = d.report.Ready, blockerKeys(d.report)
+	}
+	if prev != phase {
+		d.sendLocked(ev)
+	}
+	d.mu.Unlock()
+	if prev != phase {
+		d.log.Info("phase changed", zap.String("from", prev), zap.String("to", phase), zap.String("why", why))
+		d.notify("STATUS=" + d.statusLine())
+	}
+	return prev
+}
+
+// Phase is the daemon's phase now.
+func (d *Daemon) Phase() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.phase
 }
 
 func blockerKeys(rep *api.Report) []string {

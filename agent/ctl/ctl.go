@@ -71,8 +71,8 @@ func commands() []command {
 		{"holders", "current holders of the OS drive", (*runner).holders},
 		{"wait", "block until ready (exit 0) or timeout (exit 1)", (*runner).wait},
 		{"events", "stream phase changes and findings as JSON lines", (*runner).events},
-		{"prepare", "quiesce services and switch SELinux to permissive (issue 6)", (*runner).notYet},
-		{"restore", "undo what prepare did (issue 6)", (*runner).notYet},
+		{"prepare", "quiesce heavy services, switch SELinux to permissive; --dry-run shows the plan", (*runner).prepare},
+		{"restore", "undo what prepare did", (*runner).restore},
 		{"version", "client and daemon versions", (*runner).version},
 	}
 }
@@ -237,11 +237,6 @@ func firstLine(s string) string {
 		s = s[:i]
 	}
 	return s
-}
-
-func (r *runner) notYet(ctx context.Context, args []string) int {
-	fmt.Fprintf(r.env.Stderr, "adeagentctl %s: not implemented yet (issue 6)\n", r.name)
-	return ExitUsage
 }
 
 func (r *runner) version(ctx context.Context, args []string) int {

@@ -341,10 +341,9 @@ func TestVersionAndUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
-	for _, cmd := range []string{"prepare", "restore"} {
-		code, _, stderr := run(t, nil, "--socket", sock, cmd)
-		if code != ExitUsage || !strings.Contains(stderr, "not implemented yet (issue 6)") {
-			t.Errorf("%s: %d %q", cmd, code, stderr)
+	for _, args := range [][]string{{"prepare", "--bogus"}, {"prepare", "now"}, {"restore", "--dry-run"}, {"prepare", "--timeout", "soon"}} {
+		if code, _, _ := run(t, nil, append([]string{"--socket", sock}, args...)...); code != ExitUsage {
+			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
 	if code, stdout, _ := run(t, nil, "help"); code != ExitOK || !strings.Contains(stdout, "wait") {

@@ -30,3 +30,13 @@ type Backend interface {
 	// WriteMetrics writes the Prometheus text exposition of the daemon's state.
 	WriteMetrics(w io.Writer) error
 }
+
+// Actions is implemented by a backend that can prepare and restore (the daemon); without
+// it POST /v1/prepare and /v1/restore answer 501. The peer is who asked (for the journal
+// and the log). An error with an HTTPStatus() int method sets the answer's status code
+// (409 while another action runs, 503 when systemd is unreachable); others are 500.
+type Actions interface {
+	Plan(ctx context.Context) (*api.QuiescePlan, error)
+	Prepare(ctx context.Context, peer Peer) (*api.QuiesceResult, error)
+	Restore(ctx context.Context, peer Peer) (*api.QuiesceResult, error)
+}

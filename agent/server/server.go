@@ -203,10 +203,12 @@ type route struct {
 //	GET  /v1/events   JSON lines (api.Event), flushed per event, until the client leaves
 //	GET  /v1/holders  api.HoldersReport; ?fresh=1 from a full evaluation made for the request
 //	GET  /v1/metrics  Prometheus text (answers before the first evaluation too)
-//	POST /v1/prepare  write access; 501 until issue 6
+//	POST /v1/prepare  write access; body {} or {"dry_run": true}: api.QuiesceResult after
+//	                  the prepare (which may take minutes), or api.QuiescePlan for a dry
+//	                  run; 409 while another prepare/restore runs, 501 without Actions
 //	GET  /v1/report   api.Report; ?fresh=1 from a full evaluation made for the request
 //	                  (concurrent requests share one; the daemon spaces them)
-//	POST /v1/restore  write access; 501 until issue 6
+//	POST /v1/restore  write access; body {}: api.QuiesceResult
 //	GET  /v1/status   api.Report; ?wait=ready[&timeout=D] long-polls until ready or D
 //	                  (default 30s, at most 1h) and sets Adeagent-Wait-Result;
 //	                  ?holders=0 leaves the holders list out ([])
@@ -515,8 +517,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {
 	}
 }
 
-// action is POST /v1/prepare and POST /v1/restore: access was checked; the actions come
-// with issue 6.
+// action is POST /v1/prepare and POST /v1/restore; access was checked. The body is a
+// JSON object (empty means {}); prepare takes "dry_run" (bool), restore takes nothing.
 func (s *Server) action(w http.ResponseWriter, r *http.Request, _ string) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -528,11 +530,50 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("read body: %v", err))
 		return
 	}
-	if _, err := ParseActionBody(body); err != nil {
+	fields, err := ParseActionBody(body)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	writeError(w, http.StatusNotImplemented, "not implemented yet (issue 6)")
+	name := strings.TrimPrefix(r.URL.Path, "/v1/")
+	dryRun := false
+	for k, v := range fields {
+		if k != "dry_run" || name != "prepare" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown field %q for %s", k, name))
+			return
+		}
+		if err := json.Unmarshal(v, &dryRun); err != nil {
+			writeError(w, http.StatusBadRequest, "dry_run: want true or false")
+			return
+		}
+	}
+	act, ok := s.b.(Actions)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, name+" is not available from this backend")
+		return
+	}
+	peer := PeerFromContext(r.Context())
+	var v any
+	switch {
+	case name == "prepare" && dryRun:
+		v, err = act.Plan(r.Context())
+	case name == "prepare":
+		s.log.Info("prepare requested", zap.Uint32("uid", peer.UID), zap.Int32("pid", peer.PID))
+		v, err = act.Prepare(r.Context(), peer)
+	default:
+		s.log.Info("restore requested", zap.Uint32("uid", peer.UID), zap.Int32("pid", peer.PID))
+		v, err = act.Restore(r.Context(), peer)
+	}
+	if err != nil {
+		code := http.StatusInternalServerError
+		var sc interface{ HTTPStatus() int }
+		if errors.As(err, &sc) {
+			code = sc.HTTPStatus()
+		}
+		writeError(w, code, fmt.Sprintf("%s: %v", name, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 // writeJSON answers with v as indented JSON.

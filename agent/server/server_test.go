@@ -97,8 +97,8 @@ func TestWriteAccess(t *testing.T) {
 			}
 			// No peer credentials: no writes.
 			wantError(t, do(t, s, nil, "POST", path, ""), http.StatusForbidden, "peer credentials")
-			// Root gets through the access check to the not-yet-implemented action.
-			wantError(t, do(t, s, &rootPeer, "POST", path, ""), http.StatusNotImplemented, "not implemented yet (issue 6)")
+			// Root gets through the access check (to a backend without actions: 501).
+			wantError(t, do(t, s, &rootPeer, "POST", path, ""), http.StatusNotImplemented, "not available from this backend")
 			// Reads are for everyone.
 			if w := do(t, s, &userPeer, "GET", "/v1/status", ""); w.Code != http.StatusOK {
 				t.Errorf("GET status as uid 1000: %d", w.Code)
@@ -129,9 +129,9 @@ func TestOperatorGroup(t *testing.T) {
 		return []string{"1000"}, nil
 	}
 	// Primary group.
-	wantError(t, do(t, s, &Peer{UID: 1002, GID: 1500, PID: 1}, "POST", "/v1/prepare", ""), http.StatusNotImplemented, "issue 6")
+	wantError(t, do(t, s, &Peer{UID: 1002, GID: 1500, PID: 1}, "POST", "/v1/prepare", ""), http.StatusNotImplemented, "not available")
 	// Supplementary group.
-	wantError(t, do(t, s, &Peer{UID: 1001, GID: 1001, PID: 1}, "POST", "/v1/prepare", ""), http.StatusNotImplemented, "issue 6")
+	wantError(t, do(t, s, &Peer{UID: 1001, GID: 1001, PID: 1}, "POST", "/v1/prepare", ""), http.StatusNotImplemented, "not available")
 	// Not a member.
 	wantError(t, do(t, s, &userPeer, "POST", "/v1/prepare", ""), http.StatusForbidden, "group adeagent-ops")
 
@@ -178,7 +178,9 @@ func TestBadRequests(t *testing.T) {
 	wantError(t, do(t, s, &rootPeer, "POST", "/v1/prepare", "[1,2]"), http.StatusBadRequest, "JSON object")
 	wantError(t, do(t, s, &rootPeer, "POST", "/v1/prepare", "{} {}"), http.StatusBadRequest, "trailing")
 	wantError(t, do(t, s, &rootPeer, "POST", "/v1/prepare", "null"), http.StatusBadRequest, "not null")
-	wantError(t, do(t, s, &rootPeer, "POST", "/v1/restore", `{"dry_run":true}`), http.StatusNotImplemented, "issue 6")
+	wantError(t, do(t, s, &rootPeer, "POST", "/v1/restore", `{"dry_run":true}`), http.StatusBadRequest, `unknown field "dry_run" for restore`)
+	wantError(t, do(t, s, &rootPeer, "POST", "/v1/prepare", `{"dry_run":"yes"}`), http.StatusBadRequest, "want true or false")
+	wantError(t, do(t, s, &rootPeer, "POST", "/v1/prepare", `{"force":true}`), http.StatusBadRequest, `unknown field "force"`)
 	big := `{"x":"` + strings.Repeat("a", DefaultMaxBodyBytes) + `"}`
 	wantError(t, do(t, s, &rootPeer, "POST", "/v1/prepare", big), http.StatusRequestEntityTooLarge, "larger than")
 }

@@ -29,6 +29,12 @@ type Backend struct {
 	Metrics string
 	// FreshCalls counts Fresh calls (under mu; read it with FreshCount).
 	FreshCalls int
+	// Plan, PrepareResult and RestoreResult are what the actions return (server.Actions),
+	// or ActionErr when set.
+	PlanResult    *api.QuiescePlan
+	PrepareResult *api.QuiesceResult
+	RestoreResult *api.QuiesceResult
+	ActionErr     error
 }
 
 // FreshCount is how many times Fresh was called.
@@ -54,6 +60,13 @@ func NewBackend(rep *api.Report) *Backend {
 			Incomplete: []api.Incomplete{},
 		},
 		Metrics: "adeagent_ready 0\n",
+		PlanResult: &api.QuiescePlan{SchemaVersion: api.SchemaVersion, Path: "unmount", PathReason: "config ade.path: unmount",
+			Units:   []api.PlannedUnit{{Unit: "mongod.service", Family: "mongodb", ActiveState: "active", StopTimeoutS: 300}},
+			SELinux: api.PlannedSELinux{Mode: "enforcing", Runtime: "set-permissive", ConfigFile: "none"}},
+		PrepareResult: &api.QuiesceResult{SchemaVersion: api.SchemaVersion, Action: "prepare", Outcome: api.OutcomeReady,
+			Steps: []api.QuiesceStep{{Kind: "stop-unit", Target: "mongod.service", Before: "active", Result: "done"}}},
+		RestoreResult: &api.QuiesceResult{SchemaVersion: api.SchemaVersion, Action: "restore", Outcome: api.OutcomeRestored,
+			Steps: []api.QuiesceStep{{Kind: "stop-unit", Target: "mongod.service", Before: "active", Result: "started"}}},
 	}
 }
 
@@ -118,6 +131,29 @@ func (b *Backend) Subscribe(ctx context.Context) <-chan api.Event {
 func (b *Backend) WriteMetrics(w io.Writer) error {
 	_, err := io.WriteString(w, b.Metrics)
 	return err
+}
+
+var _ server.Actions = (*Backend)(nil)
+
+// Plan implements server.Actions.
+func (b *Backend) Plan(context.Context) (*api.QuiescePlan, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.PlanResult, b.ActionErr
+}
+
+// Prepare implements server.Actions.
+func (b *Backend) Prepare(context.Context, server.Peer) (*api.QuiesceResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.PrepareResult, b.ActionErr
+}
+
+// Restore implements server.Actions.
+func (b *Backend) Restore(context.Context, server.Peer) (*api.QuiesceResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.RestoreResult, b.ActionErr
 }
 
 // Serve runs a real server for b on a socket in a temp dir until the test ends and

@@ -1,0 +1,613 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/adeagent/adeagent/agent/adewatch"
+	"github.com/adeagent/adeagent/agent/api"
+	"github.com/adeagent/adeagent/agent/catalog"
+	"github.com/adeagent/adeagent/agent/quiesce"
+	"github.com/adeagent/adeagent/agent/server"
+	"github.com/adeagent/adeagent/agent/sysd"
+	"github.com/adeagent/adeagent/probes"
+	"github.com/adeagent/adeagent/unmount"
+)
+
+// actionTimeout bounds one prepare or restore. The engine bounds every step itself (a
+// family's stop_timeout is at most 15 minutes); this is the backstop.
+const actionTimeout = 45 * time.Minute
+
+// actionError is an error the API answers with a particular status code.
+type actionError struct {
+	code int
+	err  error
+}
+
+func (e *actionError) Error() string   { return e.err.Error() }
+func (e *actionError) Unwrap() error   { return e.err }
+func (e *actionError) HTTPStatus() int { return e.code }
+
+// errActionRunning is returned while another prepare or restore runs.
+var errActionRunning = errors.New("another prepare or restore is running")
+
+// actions runs prepare and restore for the daemon and follows ADE (DESIGN.md §5, §6). The
+// quiesce engine is made anew for every call from the current configuration (it is cheap);
+// the systemd connection is kept and re-made after a failure, because PID 1's re-exec
+// (ADE's telinit u) drops it.
+type actions struct {
+	d      *Daemon
+	sd     quiesce.Systemd
+	docker quiesce.Docker
+	exec   quiesce.Exec
+
+	mu      sync.Mutex
+	ade     *adewatch.Watcher // nil until follow starts it (or with Options.NoADEWatch)
+	life    context.Context   // the daemon's run: actions end with it, not with a client
+	running string            // "prepare" or "restore" while one runs
+	// restoredAt is when the phase became restored (it turns observing an interval later).
+	restoredAt time.Time
+	// adeFinding explains ADE's failed unmount of /oldroot with the holders adeagent saw.
+	adeFinding *api.Finding
+}
+
+func newActions(d *Daemon) *actions {
+	a := &actions{d: d, sd: d.opts.Systemd, docker: d.opts.Docker, exec: d.opts.Exec, life: context.Background()}
+	if a.sd == nil {
+		a.sd = &redialSystemd{root: d}
+	}
+	if a.docker == nil && d.root.IsHost() {
+		a.docker = quiesce.NewDockerAPI(d.root)
+	}
+	if a.exec == nil && d.root.IsHost() {
+		a.exec = quiesce.HostExec{}
+	}
+	return a
+}
+
+// engine makes the quiesce engine for the current configuration.
+func (a *actions) engine() (*quiesce.Engine, error) {
+	cfg := a.d.config()
+	cat, err := catalog.Default()
+	if err != nil {
+		return nil, fmt.Errorf("service catalog: %w", err)
+	}
+	dist, _ := probes.LoadDistro(a.d.root)
+	dist, err = dist.WithPathOverride(cfg.ADE.Path)
+	if err != nil {
+		return nil, fmt.Errorf("ade.path: %w", err)
+	}
+	path, reason := quiesce.ResolvePath(dist)
+	eng, err := quiesce.New(quiesce.Options{
+		Root:         a.d.root,
+		StateDir:     cfg.StateDir,
+		Catalog:      cat,
+		DistroFamily: catalog.DistroFamily(dist.ID, dist.IDLike),
+		Path:         path,
+		PathReason:   reason,
+		Allow:        cfg.Quiesce.Allow,
+		Systemd:      a.sd,
+		Docker:       a.docker,
+		Exec:         a.exec,
+		Rescan:       a.rescan(cat),
+		Log:          a.d.log.Named("quiesce"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("quiesce: %w", err)
+	}
+	return eng, nil
+}
+
+// rescan is prepare's holder scan after its stops: a fresh scan of the OS drive, filtered
+// by the readiness report's own rule (probes.BlockingHolders) so that prepare and the
+// report agree on what blocks.
+func (a *actions) rescan(cat *catalog.Catalog) quiesce.Rescan {
+	return func(ctx context.Context) (*api.HoldersReport, error) {
+		rep, err := probes.NewOSDriveScan(a.d.root, unmount.Options{}).Get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return probes.BlockingHolders(rep, os.Getpid(), cat), nil
+	}
+}
+
+// begin marks an action as running (only one runs at a time) and returns its context:
+// the daemon's life, bounded by actionTimeout. A client that goes away does not abandon a
+// prepare half way (the journal would cope, but nobody would see the outcome); the
+// daemon's shutdown does, and the journal says what is owed.
+func (a *actions) begin(what string) (context.Context, context.CancelFunc, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running != "" {
+		return nil, nil, &actionError{http.StatusConflict, fmt.Errorf("%w (%s)", errActionRunning, a.running)}
+	}
+	a.running = what
+	ctx, cancel := context.WithTimeout(a.life, actionTimeout)
+	return ctx, cancel, nil
+}
+
+func (a *actions) end() {
+	a.mu.Lock()
+	a.running = ""
+	a.mu.Unlock()
+}
+
+// plan is prepare --dry-run.
+func (a *actions) plan(ctx context.Context) (*api.QuiescePlan, error) {
+	eng, err := a.engine()
+	if err != nil {
+		return nil, err
+	}
+	p, err := eng.Plan(ctx)
+	if err != nil {
+		return nil, classify(err)
+	}
+	return p, nil
+}
+
+// prepare quiesces the VM for who.
+func (a *actions) prepare(who quiesce.Who) (*api.QuiesceResult, error) {
+	ctx, cancel, err := a.begin("prepare")
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	defer a.end()
+	eng, err := a.engine()
+	if err != nil {
+		return nil, err
+	}
+	a.d.log.Info("prepare requested", zap.String("who", who.String()))
+	prev := a.d.setPhase(api.PhasePreparing, "prepare requested by "+who.String())
+	res, err := eng.Prepare(ctx, who)
+	if err != nil {
+		a.d.setPhase(prev, "prepare failed: "+err.Error())
+		a.d.log.Error("prepare failed", zap.String("who", who.String()), zap.Error(err))
+		return nil, classify(err)
+	}
+	phase := api.PhaseReady
+	if res.Outcome != api.OutcomeReady {
+		phase = api.PhaseBlocked
+	}
+	a.d.setPhase(phase, fmt.Sprintf("prepare by %s: %s", who, res.Outcome))
+	a.d.log.Info("prepare finished", zap.String("who", who.String()), zap.String("outcome", res.Outcome),
+		zap.Int("findings", len(res.Findings)), zap.Float64("took_ms", res.DurationMS))
+	a.d.Reevaluate()
+	return res, nil
+}
+
+// restore undoes what prepare did.
+func (a *actions) restore(who quiesce.Who) (*api.QuiesceResult, error) {
+	ctx, cancel, err := a.begin("restore")
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	defer a.end()
+	eng, err := a.engine()
+	if err != nil {
+		return nil, err
+	}
+	a.d.log.Info("restore requested", zap.String("who", who.String()))
+	prev := a.d.setPhase(api.PhaseRestoring, "restore requested by "+who.String())
+	res, err := eng.Restore(ctx, who)
+	if err != nil {
+		a.d.setPhase(prev, "restore failed: "+err.Error())
+		a.d.log.Error("restore failed", zap.String("who", who.String()), zap.Error(err))
+		return nil, classify(err)
+	}
+	switch res.Outcome {
+	case api.OutcomeRestored:
+		a.mu.Lock()
+		a.restoredAt = time.Now()
+		a.mu.Unlock()
+		a.d.setPhase(api.PhaseRestored, "restore by "+who.String()+": restored")
+	case api.OutcomeNothing:
+		a.d.setPhase(api.PhaseObserving, "restore by "+who.String()+": nothing was owed")
+	default:
+		// Still owed: the phase stays what it was (ready/blocked) so status keeps saying
+		// that services are down.
+		a.d.setPhase(prev, "restore by "+who.String()+": "+res.Outcome)
+	}
+	a.d.log.Info("restore finished", zap.String("who", who.String()), zap.String("outcome", res.Outcome),
+		zap.Int("findings", len(res.Findings)), zap.Float64("took_ms", res.DurationMS))
+	a.d.Reevaluate()
+	return res, nil
+}
+
+// classify maps the engine's errors to API status codes.
+func classify(err error) error {
+	var ae *actionError
+	switch {
+	case errors.As(err, &ae):
+		return err
+	case errors.Is(err, quiesce.ErrBusy), errors.Is(err, quiesce.ErrRestoreInProgress), errors.Is(err, quiesce.ErrCorrupt):
+		return &actionError{http.StatusConflict, err}
+	case errors.Is(err, errNoSystemd):
+		return &actionError{http.StatusServiceUnavailable, err}
+	}
+	return err
+}
+
+// decorate adds what the actions know to a new report: the quiesced units and SELinux
+// from the journal, ADE's progress, and the explanation of a failed unmount.
+func (a *actions) decorate(rep *api.Report) {
+	if eng, err := a.engine(); err == nil {
+		st, err := eng.State()
+		if err != nil {
+			a.d.log.Warn("quiesce journal", zap.Error(err))
+		}
+		rep.Quiesced = st.Quiesced
+		if st.SELinux != nil {
+			rep.SELinux = st.SELinux
+		}
+	}
+	if w := a.watcher(); w != nil && rep.ADE != nil {
+		if cur := w.Current(); cur.Message != "" {
+			rep.ADE.Progress = cur.Message
+		}
+	}
+	a.mu.Lock()
+	f := a.adeFinding
+	a.mu.Unlock()
+	if f != nil {
+		rep.Findings = append(rep.Findings, *f)
+		probes.SortFindings(rep.Findings)
+	}
+}
+
+// settleRestored turns the phase restored into observing once an interval has passed
+// (DESIGN.md §6: restored → observing), so status says "restored" long enough to be seen.
+func (a *actions) settleRestored(interval time.Duration) {
+	a.mu.Lock()
+	at := a.restoredAt
+	a.mu.Unlock()
+	if a.d.Phase() == api.PhaseRestored && !at.IsZero() && time.Since(at) >= interval {
+		a.d.setPhase(api.PhaseObserving, "restored "+time.Since(at).Round(time.Second).String()+" ago")
+	}
+}
+
+// who turns an API peer into the journal's Who.
+func (a *actions) who(p server.Peer) quiesce.Who {
+	w := quiesce.Who{Origin: quiesce.OriginSocket, UID: int(p.UID), PID: int(p.PID)}
+	if p.PID > 0 {
+		if b, err := os.ReadFile(a.d.root.PID(int(p.PID), "comm")); err == nil {
+			w.Comm = strings.TrimSpace(string(b))
+		}
+	}
+	return w
+}
+
+// follow runs for the daemon's life (ctx): it settles a journal a previous run left
+// (restoreAtStart), then follows ADE (agent/adewatch): its request marker prepares the VM
+// when ade.auto_prepare is on, its start moves the phase to encrypting, and its end
+// (success or failure) restores what prepare changed. The stripdown itself is the main
+// loop's business (it exits with ExitStripdown).
+func (a *actions) follow(ctx context.Context) {
+	a.mu.Lock()
+	a.life = ctx
+	a.mu.Unlock()
+	var initial []adewatch.Event
+	var w *adewatch.Watcher
+	if !a.d.opts.NoADEWatch {
+		w = adewatch.New(a.d.root, a.d.log.Named("ade"))
+		initial = w.Scan()
+		a.mu.Lock()
+		a.ade = w
+		a.mu.Unlock()
+	}
+	a.restoreAtStart()
+	if w == nil {
+		<-ctx.Done()
+		return
+	}
+	for _, ev := range initial {
+		a.onADE(ev)
+	}
+	events := make(chan adewatch.Event, 16)
+	go func() {
+		if err := w.Run(ctx, events); err != nil {
+			a.d.log.Warn("ADE watch ended", zap.Error(err))
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			a.onADE(ev)
+		}
+	}
+}
+
+// watcher is the ADE watch, nil before follow started it.
+func (a *actions) watcher() *adewatch.Watcher {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ade
+}
+
+// owed reports whether the journal owes a restore (true when it cannot be read: the
+// unknown is not clean).
+func (a *actions) owed() bool {
+	eng, err := a.engine()
+	if err != nil {
+		return true
+	}
+	owed, _ := eng.Owed()
+	return owed
+}
+
+func (a *actions) onADE(ev adewatch.Event) {
+	log := a.d.log.With(zap.String("ade_event", string(ev.Kind)), zap.String("message", ev.Message),
+		zap.String("source", ev.Source), zap.Bool("initial", ev.Initial))
+	who := quiesce.Who{Origin: quiesce.OriginADEAuto, UID: 0}
+	switch ev.Kind {
+	case adewatch.RequestSeen:
+		cur := a.watcher().Current()
+		if !a.d.config().ADE.AutoPrepare {
+			log.Info("ADE's encryption request appeared; ade.auto_prepare is off, not preparing")
+			return
+		}
+		if cur.Request == nil || !cur.Request.CoversOS() {
+			log.Info("ADE's encryption request does not cover the OS volume; not preparing")
+			return
+		}
+		a.mu.Lock()
+		a.adeFinding = nil
+		a.mu.Unlock()
+		log.Info("ADE's encryption request appeared; preparing (ade.auto_prepare)")
+		// ADE sleeps about 60 s before it starts (research ade_extension.md §4): prepare
+		// runs now, in the background, so that the watch keeps following ADE meanwhile.
+		go func() {
+			if _, err := a.prepare(who); err != nil {
+				log.Error("automatic prepare failed", zap.Error(err))
+			}
+		}()
+	case adewatch.EncryptionStarted:
+		log.Info("ADE started encrypting the OS drive")
+		a.d.setPhase(api.PhaseEncrypt, "ADE: "+ev.Message)
+	case adewatch.Progress:
+		log.Debug("ADE progress")
+		a.d.Reevaluate()
+	case adewatch.Succeeded, adewatch.Failed:
+		if ev.Kind == adewatch.Failed && ev.Unmount != nil {
+			a.explainUnmountFailure(ev)
+		}
+		if !a.owed() {
+			log.Info("ADE finished; prepare changed nothing, nothing to restore")
+			if p := a.d.Phase(); p == api.PhaseEncrypt || p == api.PhaseReady || p == api.PhaseBlocked {
+				a.d.setPhase(api.PhaseObserving, "ADE finished: "+ev.Message)
+			}
+			return
+		}
+		log.Info("ADE finished; restoring what prepare changed")
+		go func() {
+			if _, err := a.restore(who); err != nil {
+				log.Error("automatic restore failed", zap.Error(err))
+			}
+		}()
+	case adewatch.Stripdown:
+		a.d.Reevaluate() // the main loop checks the mount table and exits
+	}
+}
+
+// explainUnmountFailure turns ADE's "unmount /oldroot failed" into a finding that names
+// the holders adeagent saw last (ADE's own report says only "target is busy").
+func (a *actions) explainUnmountFailure(ev adewatch.Event) {
+	hr, _ := a.d.Holders(context.Background())
+	var names []string
+	var rel []api.Related
+	if hr != nil {
+		for _, h := range probes.BlockingHolders(hr, os.Getpid(), nil).Holders {
+			if len(names) == 10 {
+				names = append(names, "…")
+				break
+			}
+			switch h.Kind {
+			case api.KindProcess, api.KindThread:
+				n := fmt.Sprintf("pid %d %s", h.PID, h.Comm)
+				if h.Unit != "" {
+					n += " (" + h.Unit + ")"
+				}
+				names = append(names, n)
+				rel = append(rel, api.Related{Kind: "pid", ID: fmt.Sprint(h.PID)})
+			default:
+				names = append(names, h.Kind+" "+h.Detail)
+				if h.Mount != "" {
+					rel = append(rel, api.Related{Kind: "mount", ID: h.Mount})
+				}
+			}
+		}
+	}
+	summary := "ADE could not unmount the old root: " + ev.Message
+	if len(names) > 0 {
+		summary += " — before the stripdown adeagent saw these holders of the OS drive: " + strings.Join(names, "; ")
+	} else {
+		summary += " — adeagent saw no holder before the stripdown; something started after it"
+	}
+	f := api.Finding{
+		Key:      "ade.unmount-failed",
+		Probe:    "ade",
+		Title:    "ADE failed to unmount the OS drive",
+		Summary:  summary,
+		Severity: api.SeverityHigh,
+		Remediation: api.Remediation{
+			Hint: "Stop these cleanly (or run 'adeagentctl prepare' and check it answers ready) before ADE is enabled again; see 'adeagent holders'.",
+		},
+		Related: rel,
+	}
+	a.mu.Lock()
+	a.adeFinding = &f
+	a.mu.Unlock()
+	a.d.Reevaluate()
+}
+
+// restoreAtStart settles a journal left by a previous run (crash, kill -9, reboot):
+//   - ADE is under way (requested, encrypting, stripdown): keep everything quiesced;
+//   - a restore was started, the machine rebooted since the prepare, or the prepare never
+//     finished (its caller got no answer): restore;
+//   - a finished prepare on the same boot: keep it, and show its phase.
+func (a *actions) restoreAtStart() {
+	eng, err := a.engine()
+	if err != nil {
+		a.d.log.Warn("cannot check the quiesce journal", zap.Error(err))
+		return
+	}
+	st, err := eng.State()
+	if err != nil && !st.Owed {
+		a.d.log.Warn("quiesce journal", zap.Error(err))
+		return
+	}
+	if !st.Owed {
+		return
+	}
+	if w := a.watcher(); w != nil {
+		switch ph := w.Current().Phase; ph {
+		case adewatch.PhaseRequested, adewatch.PhaseEncrypting, adewatch.PhaseStripdown:
+			a.d.log.Info("a restore is owed, but ADE is under way: keeping the VM prepared",
+				zap.String("ade_phase", string(ph)))
+			a.d.setPhase(api.PhaseEncrypt, "ADE under way at daemon start")
+			return
+		}
+	}
+	rebooted := eng.OtherBoot()
+	if st.Phase == "prepared" && !rebooted && err == nil {
+		phase := api.PhaseReady
+		if st.Outcome != api.OutcomeReady {
+			phase = api.PhaseBlocked
+		}
+		a.d.setPhase(phase, "prepared before the daemon restarted")
+		a.d.log.Info("the VM stays prepared (journal from this boot)", zap.String("outcome", st.Outcome))
+		return
+	}
+	why := map[bool]string{true: "the machine rebooted since prepare", false: "the last " + st.Phase + " did not finish"}[rebooted]
+	a.d.log.Info("a restore is owed; restoring", zap.String("why", why))
+	if _, err := a.restore(quiesce.Who{Origin: quiesce.OriginBoot}); err != nil {
+		a.d.log.Error("restore at start failed", zap.Error(err))
+	}
+}
+
+// errNoSystemd is returned when systemd's D-Bus API cannot be reached.
+var errNoSystemd = errors.New("systemd's D-Bus API is not reachable")
+
+// redialSystemd is the engine's systemd: it connects on first use and again after a
+// failed call (PID 1's re-exec drops the connection).
+type redialSystemd struct {
+	root *Daemon
+	mu   sync.Mutex
+	c    *sysd.Client
+}
+
+func (r *redialSystemd) client(ctx context.Context) (*sysd.Client, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.c != nil {
+		return r.c, nil
+	}
+	if !sysd.Available(r.root.root) {
+		return nil, fmt.Errorf("%w: systemd is not PID 1 of %s", errNoSystemd, r.root.root.Dir())
+	}
+	c, err := sysd.New(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errNoSystemd, err)
+	}
+	r.c = c
+	return c, nil
+}
+
+// failed drops the connection after an error so the next call dials again.
+func (r *redialSystemd) failed(c *sysd.Client, err error) {
+	if err == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.c == c {
+		r.c = nil
+		c.Close()
+	}
+	r.mu.Unlock()
+}
+
+func (r *redialSystemd) ListUnits(ctx context.Context, patterns []string) ([]probes.UnitState, error) {
+	c, err := r.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u, err := c.ListUnits(ctx, patterns)
+	r.failed(c, err)
+	return u, err
+}
+
+func (r *redialSystemd) Unit(ctx context.Context, name string) (sysd.UnitInfo, error) {
+	c, err := r.client(ctx)
+	if err != nil {
+		return sysd.UnitInfo{}, err
+	}
+	u, err := c.Unit(ctx, name)
+	r.failed(c, err)
+	return u, err
+}
+
+func (r *redialSystemd) StopUnit(ctx context.Context, name string) (string, error) {
+	c, err := r.client(ctx)
+	if err != nil {
+		return "", err
+	}
+	res, err := c.StopUnit(ctx, name)
+	r.failed(c, err)
+	return res, err
+}
+
+func (r *redialSystemd) StartUnit(ctx context.Context, name string) (string, error) {
+	c, err := r.client(ctx)
+	if err != nil {
+		return "", err
+	}
+	res, err := c.StartUnit(ctx, name)
+	r.failed(c, err)
+	return res, err
+}
+
+func (r *redialSystemd) MaskRuntime(ctx context.Context, units []string) error {
+	c, err := r.client(ctx)
+	if err != nil {
+		return err
+	}
+	err = c.MaskRuntime(ctx, units)
+	r.failed(c, err)
+	return err
+}
+
+func (r *redialSystemd) UnmaskRuntime(ctx context.Context, units []string) error {
+	c, err := r.client(ctx)
+	if err != nil {
+		return err
+	}
+	err = c.UnmaskRuntime(ctx, units)
+	r.failed(c, err)
+	return err
+}
+
+var _ server.Actions = (*Daemon)(nil)
+
+// Plan implements server.Actions: what prepare would do, changing nothing.
+func (d *Daemon) Plan(ctx context.Context) (*api.QuiescePlan, error) { return d.act.plan(ctx) }
+
+// Prepare implements server.Actions.
+func (d *Daemon) Prepare(_ context.Context, p server.Peer) (*api.QuiesceResult, error) {
+	return d.act.prepare(d.act.who(p))
+}
+
+// Restore implements server.Actions.
+func (d *Daemon) Restore(_ context.Context, p server.Peer) (*api.QuiesceResult, error) {
+	return d.act.restore(d.act.who(p))
+}
