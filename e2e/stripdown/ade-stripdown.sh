@@ -27,7 +27,7 @@ OUT=/run/ade-stripdown
 SELF=$OUT/ade-stripdown.sh
 # Units the test harness needs alive through `systemctl rescue` and the restarts, as ADE
 # spares walinuxagent and sshd (research §1.2 UnmountOldrootState step 2).
-SPARE_RE='walinuxagent\.service|sshd\.service|e2e-guestagent\.service|ade-stripdown-stage2\.service'
+SPARE_RE='walinuxagent\.service|sshd\.service|adeagent-e2e-guest\.service|ade-stripdown-stage2\.service'
 
 log() { echo "$(date +%T.%N) $*" >>"$OUT/log"; }
 
