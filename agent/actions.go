@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -74,7 +77,11 @@ func newActions(d *Daemon) *actions {
 }
 
 // engine makes the quiesce engine for the current configuration.
-func (a *actions) engine() (*quiesce.Engine, error) {
+func (a *actions) engine() (*quiesce.Engine, error) { return a.engineWith(nil) }
+
+// engineWith is engine with a hook after every journal write (the test crash switch;
+// only prepare and restore arm it).
+func (a *actions) engineWith(afterWrite func()) (*quiesce.Engine, error) {
 	cfg := a.d.config()
 	cat, err := catalog.Default()
 	if err != nil {
@@ -87,23 +94,60 @@ func (a *actions) engine() (*quiesce.Engine, error) {
 	}
 	path, reason := quiesce.ResolvePath(dist)
 	eng, err := quiesce.New(quiesce.Options{
-		Root:         a.d.root,
-		StateDir:     cfg.StateDir,
-		Catalog:      cat,
-		DistroFamily: catalog.DistroFamily(dist.ID, dist.IDLike),
-		Path:         path,
-		PathReason:   reason,
-		Allow:        cfg.Quiesce.Allow,
-		Systemd:      a.sd,
-		Docker:       a.docker,
-		Exec:         a.exec,
-		Rescan:       a.rescan(cat),
-		Log:          a.d.log.Named("quiesce"),
+		Root:              a.d.root,
+		StateDir:          cfg.StateDir,
+		Catalog:           cat,
+		DistroFamily:      catalog.DistroFamily(dist.ID, dist.IDLike),
+		Path:              path,
+		PathReason:        reason,
+		Allow:             cfg.Quiesce.Allow,
+		Systemd:           a.sd,
+		Docker:            a.docker,
+		Exec:              a.exec,
+		Rescan:            a.rescan(cat),
+		Log:               a.d.log.Named("quiesce"),
+		AfterJournalWrite: afterWrite,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quiesce: %w", err)
 	}
 	return eng, nil
+}
+
+// CrashFileEnv names an environment variable for tests only: when it is set and the file
+// it names exists when a prepare or restore begins, the file is removed and the daemon
+// kills itself with SIGKILL right after the Nth journal write of that action (N is the
+// file's content), as a kill -9 at that instant would. Production never sets it.
+const CrashFileEnv = "ADEAGENT_TEST_CRASH_FILE"
+
+// crashSwitch returns the AfterJournalWrite hook of CrashFileEnv, or nil.
+func (a *actions) crashSwitch() func() {
+	path := os.Getenv(CrashFileEnv)
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 1 {
+		a.d.log.Warn("test crash switch: want a positive number", zap.String("file", path))
+		return nil
+	}
+	if err := os.Remove(path); err != nil {
+		return nil // never crash twice on one file
+	}
+	a.d.log.Warn("test crash switch armed", zap.String("file", path), zap.Int("after_journal_writes", n))
+	var writes atomic.Int64
+	return func() {
+		if writes.Add(1) == int64(n) {
+			a.d.log.Warn("test crash switch: SIGKILL now", zap.Int("journal_writes", n))
+			_ = a.d.log.Sync()
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}
 }
 
 // rescan is prepare's holder scan after its stops: a fresh scan of the OS drive, filtered
@@ -161,7 +205,7 @@ func (a *actions) prepare(who quiesce.Who) (*api.QuiesceResult, error) {
 	}
 	defer cancel()
 	defer a.end()
-	eng, err := a.engine()
+	eng, err := a.engineWith(a.crashSwitch())
 	if err != nil {
 		return nil, err
 	}
@@ -192,12 +236,15 @@ func (a *actions) restore(who quiesce.Who) (*api.QuiesceResult, error) {
 	}
 	defer cancel()
 	defer a.end()
-	eng, err := a.engine()
+	eng, err := a.engineWith(a.crashSwitch())
 	if err != nil {
 		return nil, err
 	}
 	a.d.log.Info("restore requested", zap.String("who", who.String()))
-	prev := a.d.setPhase(api.PhaseRestoring, "restore requested by "+who.String())
+	prev := a.d.Phase()
+	if owed, _ := eng.Owed(); owed {
+		a.d.setPhase(api.PhaseRestoring, "restore requested by "+who.String())
+	}
 	res, err := eng.Restore(ctx, who)
 	if err != nil {
 		a.d.setPhase(prev, "restore failed: "+err.Error())

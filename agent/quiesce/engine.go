@@ -115,6 +115,9 @@ type Options struct {
 	MountWait time.Duration
 	// JobTimeout bounds start jobs and unit-file calls. Default 2m.
 	JobTimeout time.Duration
+	// AfterJournalWrite, when set, is called after every journal write (the daemon's
+	// test-only crash switch kills the process there, like kill -9 at that instant).
+	AfterJournalWrite func()
 }
 
 // Engine runs prepare and restore. It is safe for concurrent use: Prepare and Restore are
@@ -292,6 +295,9 @@ func (e *Engine) save(j *Journal) error {
 	j.Updated = e.now().UTC()
 	if err := e.store.save(j); err != nil {
 		return journalError{err}
+	}
+	if e.o.AfterJournalWrite != nil {
+		e.o.AfterJournalWrite()
 	}
 	if e.crash != nil {
 		if err := e.crash(); err != nil {

@@ -1,0 +1,259 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/adeagent/adeagent/agent/api"
+	"github.com/adeagent/adeagent/agent/config"
+	"github.com/adeagent/adeagent/agent/server"
+	"github.com/adeagent/adeagent/agent/sysd"
+	"github.com/adeagent/adeagent/probes"
+	"github.com/adeagent/adeagent/unmount/hostroot"
+)
+
+// fakeSystemd is systemd for the daemon's actions: units with an active state, and a log
+// of the calls.
+type fakeSystemd struct {
+	mu     sync.Mutex
+	active map[string]string // unit → ActiveState
+	calls  []string
+	// stopGate, when set, holds every stop job until it is closed.
+	stopGate chan struct{}
+}
+
+func (f *fakeSystemd) log(s string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, s)
+	f.mu.Unlock()
+}
+
+func (f *fakeSystemd) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+func (f *fakeSystemd) ListUnits(_ context.Context, patterns []string) ([]probes.UnitState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []probes.UnitState
+	for name, st := range f.active {
+		for _, p := range patterns {
+			if ok, _ := filepath.Match(p, name); ok || len(patterns) == 0 {
+				out = append(out, probes.UnitState{Name: name, ActiveState: st, SubState: map[bool]string{true: "running", false: "dead"}[st == "active"]})
+				break
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b probes.UnitState) int { return map[bool]int{true: -1, false: 1}[a.Name < b.Name] })
+	return out, nil
+}
+
+func (f *fakeSystemd) Unit(_ context.Context, name string) (sysd.UnitInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.active[name]
+	if !ok {
+		return sysd.UnitInfo{Name: name, ID: name, LoadState: "not-found", ActiveState: "inactive"}, nil
+	}
+	return sysd.UnitInfo{Name: name, ID: name, LoadState: "loaded", ActiveState: st, UnitFileState: "enabled", CanStop: true, CanStart: true}, nil
+}
+
+func (f *fakeSystemd) StopUnit(_ context.Context, name string) (string, error) {
+	f.log("stop " + name)
+	if f.stopGate != nil {
+		<-f.stopGate
+	}
+	f.mu.Lock()
+	f.active[name] = "inactive"
+	f.mu.Unlock()
+	return sysd.JobDone, nil
+}
+
+func (f *fakeSystemd) StartUnit(_ context.Context, name string) (string, error) {
+	f.log("start " + name)
+	f.mu.Lock()
+	f.active[name] = "active"
+	f.mu.Unlock()
+	return sysd.JobDone, nil
+}
+
+func (f *fakeSystemd) MaskRuntime(_ context.Context, units []string) error {
+	f.log("mask " + joinUnits(units))
+	return nil
+}
+
+func (f *fakeSystemd) UnmaskRuntime(_ context.Context, units []string) error {
+	f.log("unmask " + joinUnits(units))
+	return nil
+}
+
+func joinUnits(us []string) string {
+	s := ""
+	for i, u := range us {
+		if i > 0 {
+			s += " "
+		}
+		s += u
+	}
+	return s
+}
+
+// actionDaemon is a daemon on a fixture root (boot id "boot-1") with a fake systemd on
+// which mongod.service runs.
+func actionDaemon(t *testing.T) (*Daemon, *fakeSystemd, string) {
+	t.Helper()
+	dir := t.TempDir()
+	setBootID(t, dir, "boot-1")
+	root, err := hostroot.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default(nil)
+	cfg.StateDir = t.TempDir()
+	sd := &fakeSystemd{active: map[string]string{"mongod.service": "active", "cron.service": "active"}}
+	d, err := New(cfg, Options{Root: root, LoadConfig: func() (*config.Config, error) { return cfg, nil },
+		Stderr: io.Discard, Systemd: sd, NoADEWatch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, sd, dir
+}
+
+func setBootID(t *testing.T, root, id string) {
+	t.Helper()
+	p := filepath.Join(root, "proc", "sys", "kernel", "random")
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(p, "boot_id"), []byte(id+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrepareRestoreThroughTheDaemon(t *testing.T) {
+	d, sd, _ := actionDaemon(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := d.Subscribe(ctx)
+	root := server.Peer{UID: 0, PID: int32(os.Getpid())}
+
+	plan, err := d.Plan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Units) != 1 || plan.Units[0].Unit != "mongod.service" || plan.Path != "unmount" {
+		t.Errorf("plan: %+v", plan)
+	}
+	if len(sd.Calls()) != 0 {
+		t.Fatalf("the plan changed something: %v", sd.Calls())
+	}
+
+	res, err := d.Prepare(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := sd.Calls()
+	if !slices.Contains(calls, "stop mongod.service") || !slices.Contains(calls, "mask mongod.service") || slices.Contains(calls, "stop cron.service") {
+		t.Errorf("prepare's systemd calls: %v (want mongod stopped and masked, cron left alone)", calls)
+	}
+	// The fixture root has no mount table, so the rescan fails: the unknown is not clean.
+	if res.Outcome != api.OutcomeBlocked || d.Phase() != api.PhaseBlocked {
+		t.Errorf("outcome %s, phase %s: want blocked (holder scan impossible)", res.Outcome, d.Phase())
+	}
+	eng, err := d.act.engine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := eng.State()
+	if err != nil || !st.Owed || st.Who == nil || st.Who.Origin != "socket" || st.Who.PID != os.Getpid() {
+		t.Errorf("journal state %+v, %v: want owed, asked through the socket by this pid", st, err)
+	}
+
+	res, err = d.Restore(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls = sd.Calls()
+	if !slices.Contains(calls, "start mongod.service") || !slices.Contains(calls, "unmask mongod.service") {
+		t.Errorf("restore's systemd calls: %v", calls)
+	}
+	if res.Outcome != api.OutcomeRestored || d.Phase() != api.PhaseRestored {
+		t.Errorf("restore: outcome %s, phase %s", res.Outcome, d.Phase())
+	}
+	// Nothing owed any more: a second restore does nothing and says so.
+	n := len(sd.Calls())
+	if res, err := d.Restore(ctx, root); err != nil || res.Outcome != api.OutcomeNothing || len(sd.Calls()) != n {
+		t.Errorf("second restore: %+v %v, calls %v", res, err, sd.Calls()[n:])
+	}
+
+	var phases []string
+	timeout := time.After(5 * time.Second)
+	for len(phases) < 5 {
+		select {
+		case ev := <-events:
+			if ev.Type == api.EventPhase {
+				phases = append(phases, ev.Phase)
+				if ev.Message == "" {
+					t.Errorf("phase event without a message: %+v", ev)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("phase events %v", phases)
+		}
+	}
+	want := []string{api.PhasePreparing, api.PhaseBlocked, api.PhaseRestoring, api.PhaseRestored, api.PhaseObserving}
+	if !slices.Equal(phases, want) {
+		t.Errorf("phase events %v, want %v", phases, want)
+	}
+}
+
+func TestOneActionAtATime(t *testing.T) {
+	d, sd, _ := actionDaemon(t)
+	sd.stopGate = make(chan struct{})
+	root := server.Peer{UID: 0, PID: 1}
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Prepare(context.Background(), root)
+		done <- err
+	}()
+	for !slices.Contains(sd.Calls(), "stop mongod.service") {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err := d.Restore(context.Background(), root)
+	var coded interface{ HTTPStatus() int }
+	if !errors.As(err, &coded) || coded.HTTPStatus() != http.StatusConflict {
+		t.Errorf("restore during a prepare: %v, want 409", err)
+	}
+	close(sd.stopGate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRestoreAtStart(t *testing.T) {
+	// A prepare that finished on this boot stays; after a reboot it is restored.
+	d, sd, dir := actionDaemon(t)
+	if _, err := d.Prepare(context.Background(), server.Peer{UID: 0, PID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	d.act.restoreAtStart()
+	if slices.Contains(sd.Calls(), "start mongod.service") || d.Phase() != api.PhaseBlocked {
+		t.Fatalf("same boot: calls %v, phase %s; want the prepare kept", sd.Calls(), d.Phase())
+	}
+	setBootID(t, dir, "boot-2")
+	d.act.restoreAtStart()
+	if !slices.Contains(sd.Calls(), "start mongod.service") || d.Phase() != api.PhaseRestored {
+		t.Errorf("after a reboot: calls %v, phase %s; want a restore", sd.Calls(), d.Phase())
+	}
+}
+
