@@ -256,4 +256,3 @@ func TestRestoreAtStart(t *testing.T) {
 		t.Errorf("after a reboot: calls %v, phase %s; want a restore", sd.Calls(), d.Phase())
 	}
 }
-
