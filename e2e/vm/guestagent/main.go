@@ -31,7 +31,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/e2e/vm/proto"
 	"golang.org/x/sys/unix"
 )
@@ -265,6 +264,10 @@ func run(req proto.Request, resp *proto.Response) {
 	}
 }
 
+// pseudoHost is the Host the daemon's API accepts (api.PseudoHost; not imported so that
+// daemon changes do not change the agent binary, whose hash keys the guest image).
+const pseudoHost = "local-adeagent.sock"
+
 // httpCmd: http METHOD SOCKET PATH.
 func httpCmd(args []string) int {
 	if len(args) != 3 {
@@ -279,7 +282,7 @@ func httpCmd(args []string) int {
 			return d.DialContext(ctx, "unix", sock)
 		}},
 	}
-	req, err := http.NewRequest(method, "http://"+api.PseudoHost+path, nil)
+	req, err := http.NewRequest(method, "http://"+pseudoHost+path, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
