@@ -31,7 +31,7 @@ systemctl)
 esac
 `
 
-var allFakes = []string{"systemctl", "getent", "systemd-sysusers", "groupadd", "addgroup"}
+var allFakes = []string{"systemctl", "getent", "systemd-sysusers", "groupadd", "addgroup", "adeagent"}
 
 type scriptRun struct {
 	script string   // file name in packaging/scripts
@@ -170,15 +170,16 @@ const (
 )
 
 var (
-	reload     = "systemctl daemon-reload"
-	enable     = "systemctl enable adeagent.service adeagent-restore.service"
-	start      = "systemctl start adeagent.service"
-	tryRestart = "systemctl try-restart adeagent.service"
-	stop       = "systemctl stop adeagent.service adeagent-restore.service"
-	disable    = "systemctl --no-reload disable adeagent.service adeagent-restore.service"
-	isEnabled  = "systemctl is-enabled --quiet adeagent.service"
-	hasGroup   = "getent group adeagent"
-	sysusers   = []string{"systemd-sysusers --replace=/usr/lib/sysusers.d/adeagent.conf -", "stdin: g adeagent -"}
+	reload      = "systemctl daemon-reload"
+	enable      = "systemctl enable adeagent.service adeagent-restore.service"
+	start       = "systemctl start adeagent.service"
+	tryRestart  = "systemctl try-restart adeagent.service"
+	stop        = "systemctl stop adeagent.service adeagent-restore.service"
+	disable     = "systemctl --no-reload disable adeagent.service adeagent-restore.service"
+	isEnabled   = "systemctl is-enabled --quiet adeagent.service"
+	restoreOwed = "adeagent restore --owed"
+	hasGroup    = "getent group adeagent"
+	sysusers    = []string{"systemd-sysusers --replace=/usr/lib/sysusers.d/adeagent.conf -", "stdin: g adeagent -"}
 )
 
 func TestMaintainerScripts(t *testing.T) {
@@ -260,6 +261,13 @@ func TestMaintainerScripts(t *testing.T) {
 		{"prerm/rpm-0", scriptRun{script: "preremove.sh", args: []string{"0"}, live: true},
 			cat(stop, disable), nil},
 		{"prerm/deb-upgrade", scriptRun{script: "preremove.sh", args: []string{"upgrade", "1.0.1"}, live: true},
+			nil, nil},
+		// A restore the journal owes is made before the final removal, never on an upgrade.
+		{"prerm/deb-remove-restores-owed", scriptRun{script: "preremove.sh", args: []string{"remove"}, live: true, seed: []string{stateFile}},
+			cat(restoreOwed, stop, disable), nil},
+		{"prerm/rpm-0-restores-owed", scriptRun{script: "preremove.sh", args: []string{"0"}, live: true, seed: []string{stateFile}},
+			cat(restoreOwed, stop, disable), nil},
+		{"prerm/deb-upgrade-keeps-prepared", scriptRun{script: "preremove.sh", args: []string{"upgrade", "1.0.1"}, live: true, seed: []string{stateFile}},
 			nil, nil},
 		{"prerm/rpm-1", scriptRun{script: "preremove.sh", args: []string{"1"}, live: true},
 			nil, nil},
