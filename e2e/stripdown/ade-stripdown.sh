@@ -1,3 +1,12 @@
+	# Test harness: `systemctl rescue` isolates, which would stop the guest agent unit (the
+	# stripdown runs through it); a runtime drop-in spares it (the image is not changed).
+	if systemctl cat adeagent-e2e-guest.service >/dev/null 2>&1; then
+		mkdir -p /run/systemd/system/adeagent-e2e-guest.service.d
+		printf '[Unit]\nIgnoreOnIsolate=yes\n' >/run/systemd/system/adeagent-e2e-guest.service.d/isolate.conf
+		systemctl daemon-reload
+	fi
+	systemctl list-units --type=service --state=running --no-legend --plain 2>/dev/null |
+		awk '{print $1}' >"$OUT/running-before.txt"
 #!/bin/bash
 # ade-stripdown.sh — a re-enactment of the Azure Disk Encryption extension's OS-drive
 # stripdown and unmount on the unmount path (Ubuntu 16.04–22.04), written from the public
@@ -34,6 +43,16 @@ log() { echo "$(date +%T.%N) $*" >>"$OUT/log"; }
 stage1() {
 	mkdir -p "$OUT"
 	[ -x "$SELF" ] || { echo "copy this script to $SELF first" >&2; exit 2; }
+	# Test harness: `systemctl rescue` isolates, which would stop the guest agent unit that
+	# the test drives the guest through; a runtime drop-in spares it (the image is unchanged).
+	if systemctl cat adeagent-e2e-guest.service >/dev/null 2>&1; then
+		mkdir -p /run/systemd/system/adeagent-e2e-guest.service.d
+		printf '[Unit]\nIgnoreOnIsolate=yes\n' >/run/systemd/system/adeagent-e2e-guest.service.d/isolate.conf
+		systemctl daemon-reload
+	fi
+	log "stage1 (pid $$)"
+	systemctl list-units --type=service --state=running --no-legend --plain 2>/dev/null |
+		awk '{print $1}' >"$OUT/running-before.txt"
 	# StripdownState.should_enter: a pre-existing /oldroot aborts the run.
 	if [ -e /oldroot ]; then log "/oldroot exists: ADE would abort"; echo "/oldroot exists" >&2; exit 3; fi
 	rm -rf /tmp/tmproot
@@ -98,6 +117,7 @@ stage2() {
 	echo $? >"$OUT/umount.rc"
 	log "umount rc $(cat "$OUT/umount.rc")"
 	grep ' /oldroot' /proc/self/mountinfo >"$OUT/mounts-after.txt" 2>/dev/null || true
+	ps -eo pid,comm,unit --no-headers >"$OUT/ps-after.txt" 2>/dev/null || true
 	systemctl list-units --type=service --state=active --no-legend --plain 2>/dev/null |
 		awk '{print $1}' >"$OUT/active.txt"
 	touch "$OUT/done"
