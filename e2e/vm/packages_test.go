@@ -2,12 +2,13 @@ package vm
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -25,46 +26,83 @@ const EnvBuild = "ADEAGENT_VM_BUILD"
 
 const guestAgentBin = "/usr/local/sbin/adeagent-e2e-guest"
 
-// buildDebs builds the old and the new version and returns the .deb paths.
+var (
+	debsOnce             sync.Once
+	debsDir              string
+	debsOld, debsNew     string
+	debsSkip, debsFailed string
+)
+
+// TestMain removes the packages built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if debsDir != "" {
+		os.RemoveAll(debsDir)
+	}
+	os.Exit(code)
+}
+
+// buildDebs builds the old and the new version (once per test binary) and returns the
+// .deb paths.
 func buildDebs(t *testing.T) (oldDeb, newDeb string) {
 	t.Helper()
+	debsOnce.Do(func() { debsOld, debsNew, debsSkip, debsFailed = buildDebsOnce(t) })
+	if debsSkip != "" {
+		t.Skip(debsSkip)
+	}
+	if debsFailed != "" {
+		t.Fatal(debsFailed)
+	}
+	return debsOld, debsNew
+}
+
+func buildDebsOnce(t *testing.T) (oldDeb, newDeb, skip, failed string) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
-		t.Fatal(err)
+		return "", "", "", err.Error()
 	}
 	script := os.Getenv(EnvBuild)
 	if script == "" {
 		script = filepath.Join(root, "packaging", "build.sh")
 		if _, err := os.Stat(script); err != nil {
-			t.Skipf("packaging/build.sh is not in the tree yet (%v); set %s to a script with its contract", err, EnvBuild)
+			return "", "", fmt.Sprintf("packaging/build.sh is not in the tree yet (%v); set %s to a script with its contract", err, EnvBuild), ""
 		}
 	}
-	out := t.TempDir()
-	build := func(version string) string {
+	debsDir, err = os.MkdirTemp("", "adeagent-vm-debs-")
+	if err != nil {
+		return "", "", "", err.Error()
+	}
+	build := func(version string) (string, error) {
 		start := time.Now()
-		cmd := exec.Command(script, version, filepath.Join(out, version))
+		cmd := exec.Command(script, version, filepath.Join(debsDir, version))
 		cmd.Dir = root
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		b, err := cmd.Output()
 		if err != nil {
-			t.Fatalf("%s %s: %v\n%s\n%s", script, version, err, b, stderr.String())
+			return "", fmt.Errorf("%s %s: %v\n%s\n%s", script, version, err, b, stderr.String())
 		}
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 		if len(lines) < 2 {
-			t.Fatalf("%s %s: want the .deb and .rpm paths as the last two lines, got:\n%s", script, version, b)
+			return "", fmt.Errorf("%s %s: want the .deb and .rpm paths as the last two lines, got:\n%s", script, version, b)
 		}
 		deb := strings.TrimSpace(lines[len(lines)-2])
 		if !strings.HasSuffix(deb, ".deb") {
-			t.Fatalf("%s %s: second-to-last line %q is not a .deb", script, version, deb)
+			return "", fmt.Errorf("%s %s: second-to-last line %q is not a .deb", script, version, deb)
 		}
 		if !filepath.IsAbs(deb) {
 			deb = filepath.Join(root, deb)
 		}
 		Report(t, "package %s built in %.1fs", version, time.Since(start).Seconds())
-		return deb
+		return deb, nil
 	}
-	return build(oldVersion), build(newVersion)
+	if oldDeb, err = build(oldVersion); err == nil {
+		newDeb, err = build(newVersion)
+	}
+	if err != nil {
+		return "", "", "", err.Error()
+	}
+	return oldDeb, newDeb, "", ""
 }
 
 // pkg drives the package scenarios on one machine.
@@ -197,9 +235,13 @@ func TestPackages(t *testing.T) {
 		if !strings.HasPrefix(r.Stdout, "200\n") {
 			t.Fatalf("member GET /v1/status: want 200, got %s", r)
 		}
+		// adeagentctl prepare as a member: refused by the daemon (exit 1, 403), or, while
+		// issue 6 is not done, not implemented in adeagentctl (exit 2).
 		r = m.MustRunAny(t, "runuser -u e2emember -- adeagentctl prepare")
-		if r.ExitCode == 0 {
-			t.Fatalf("member: adeagentctl prepare succeeded: %s", r)
+		refused := r.ExitCode == 1 && strings.Contains(r.Stderr, "403")
+		notYet := r.ExitCode == 2 && strings.Contains(r.Stderr, "not implemented")
+		if !refused && !notYet {
+			t.Fatalf("member: adeagentctl prepare: want exit 1 with 403 (or 2, not implemented yet), got %s", r)
 		}
 		t.Logf("member: adeagentctl prepare: exit %d: %s", r.ExitCode, strings.TrimSpace(r.Stderr))
 		r = m.MustRun(t, `stat -c '%n %U:%G %a' /run/adeagent /run/adeagent/adeagent.sock`)
@@ -257,12 +299,15 @@ func TestPackages(t *testing.T) {
 			touch /run/adeagent-e2e-stall
 			for i in $(seq 90); do
 				[ "$(systemctl show -P NRestarts adeagent)" -gt "$n0" ] && break
+				# failed (not activating/auto-restart): systemd decided not to restart it
+				[ "$(systemctl show -P ActiveState adeagent)" = failed ] && break
 				sleep 1
 			done
 			rm -f /run/adeagent-e2e-stall
 			echo "stalled for ${i}s"
 			for i in $(seq 60); do
 				[ "$(systemctl is-active adeagent)" = active ] && break
+				[ "$(systemctl show -P ActiveState adeagent)" = failed ] && break
 				sleep 1
 			done
 			pid1=$(systemctl show -P MainPID adeagent)
@@ -274,8 +319,9 @@ func TestPackages(t *testing.T) {
 			journalctl -u adeagent --since "$since" --no-pager -o cat >/root/watchdog.journal
 			grep -i 'watchdog timeout' /root/watchdog.journal || { echo "FAIL: no watchdog timeout in the journal"; ok=0; }
 			if [ $ok = 0 ]; then
-				systemctl status adeagent --no-pager
-				grep -v '^goroutine \|^\s\|^$\|\.go:[0-9]' /root/watchdog.journal | tail -n 30
+				systemctl show -p ActiveState -p Result -p ExecMainCode -p ExecMainStatus -p NRestarts -p RestartPreventExitStatus adeagent
+				echo "systemd about adeagent.service:"
+				journalctl _PID=1 UNIT=adeagent.service --since "$since" --no-pager -o cat
 				exit 1
 			fi`)
 		if r.ExitCode != 0 {
@@ -360,11 +406,14 @@ func TestPackagesSELinux(t *testing.T) {
 		if r := m.MustRunAny(t, "adeagentctl status"); !answered(r) {
 			t.Fatalf("adeagentctl status: %s", r)
 		}
-		r := m.MustRun(t, `ps -o label= -p "$(systemctl show -P MainPID adeagent)"; journalctl -k -b --no-pager | grep -c 'avc: *denied' || true`)
-		t.Logf("daemon context, AVC denials since boot: %s", strings.Join(strings.Fields(r.Stdout), " "))
-		if n, _ := strconv.Atoi(lastField(r.Stdout)); n > 0 {
-			t.Logf("AVC denials:\n%s", m.MustRun(t, "journalctl -k -b --no-pager | grep 'avc: *denied' | tail -n 20").Stdout)
+		r := m.MustRun(t, `ps -o label= -p "$(systemctl show -P MainPID adeagent)"`)
+		t.Logf("daemon runs as %s", strings.TrimSpace(r.Stdout))
+		r = m.MustRun(t, `dmesg | grep 'avc: *denied' | grep -e 'comm="adeagent' -e 'adeagent' || true`)
+		if strings.TrimSpace(r.Stdout) != "" {
+			t.Errorf("AVC denials for adeagent:\n%s", r.Stdout)
 		}
+		n := strings.TrimSpace(m.MustRun(t, `dmesg | grep -c 'avc: *denied' || true`).Stdout)
+		Report(t, "selinux enforcing: daemon context %s, AVC denials since boot (all processes): %s", lastField(m.MustRun(t, `ps -o label= -p "$(systemctl show -P MainPID adeagent)"`).Stdout), n)
 	})
 }
 
