@@ -42,7 +42,8 @@ log() { echo "$(date +%T.%N) $*" >>"$OUT/log"; }
 
 stage1() {
 	mkdir -p "$OUT"
-	[ -x "$SELF" ] || { echo "copy this script to $SELF first" >&2; exit 2; }
+	# -r, not -x: /run is mounted noexec (stage 2 runs it with bash).
+	[ -r "$SELF" ] || { echo "copy this script to $SELF first" >&2; exit 2; }
 	# Test harness: `systemctl rescue` isolates, which would stop the guest agent unit that
 	# the test drives the guest through; a runtime drop-in spares it (the image is unchanged).
 	if systemctl cat adeagent-e2e-guest.service >/dev/null 2>&1; then
