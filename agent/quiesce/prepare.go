@@ -232,7 +232,15 @@ func (e *Engine) runStep(ctx context.Context, j *Journal, s *Step, who Who, res 
 	case KindMask:
 		log.Info("prepare: masking units until reboot (runtime)", zap.Strings("units", s.Before.Units))
 		cctx, cancel := context.WithTimeout(ctx, e.o.JobTimeout)
-		err = e.o.Systemd.MaskRuntime(cctx, s.Before.Units)
+		var guarded []string
+		guarded, err = e.writeGuards(cctx, s.Before.Units)
+		if len(guarded) > 0 {
+			log.Info("prepare: unit files in /etc: a runtime mask does not reach them; adding a runtime drop-in that keeps them from starting",
+				zap.Strings("units", guarded))
+		}
+		if err == nil {
+			err = e.o.Systemd.MaskRuntime(cctx, s.Before.Units)
+		}
 		cancel()
 		if err != nil {
 			res.Findings = append(res.Findings, finding("quiesce.mask-failed", "Stopped units could not be masked",

@@ -138,6 +138,9 @@ func (e *Engine) Restore(ctx context.Context, who Who) (*api.QuiesceResult, erro
 			log.Info("restore: unmasking units", zap.Strings("units", s.Before.Units))
 			cctx, cancel := context.WithTimeout(ctx, e.o.JobTimeout)
 			defer cancel()
+			if err := e.removeGuards(s.Before.Units); err != nil {
+				return "", err
+			}
 			if err := e.o.Systemd.UnmaskRuntime(cctx, s.Before.Units); err != nil {
 				return "", err
 			}

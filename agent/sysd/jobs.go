@@ -61,6 +61,8 @@ type UnitInfo struct {
 	// ControlGroup is the unit's cgroup path relative to the cgroup root ("" when systemd
 	// has none for it, e.g. a timer, or an inactive unit whose cgroup is gone).
 	ControlGroup string
+	// FragmentPath is the unit file systemd loaded ("" for a generated or missing unit).
+	FragmentPath string
 }
 
 // Unit reads a unit's properties.
@@ -85,6 +87,7 @@ func (c *Client) Unit(ctx context.Context, name string) (UnitInfo, error) {
 		CanStop:           boolean(props["CanStop"]),
 		CanStart:          boolean(props["CanStart"]),
 		RequiresMountsFor: strs(props["RequiresMountsFor"]),
+		FragmentPath:      str(props["FragmentPath"]),
 	}
 	if t := unitType(name); t != "" {
 		if p, err := jb.GetUnitTypePropertyContext(ctx, name, t, "ControlGroup"); err == nil && p != nil {
