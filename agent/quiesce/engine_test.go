@@ -595,3 +595,29 @@ func TestSELinuxDisabled(t *testing.T) {
 		}
 	}
 }
+
+// A unit whose file is in /etc gets a runtime drop-in that keeps it from starting (a
+// runtime mask does not reach it); restore removes it. Units elsewhere get none.
+func TestEtcUnitGuard(t *testing.T) {
+	w := standard(t)
+	w.units["myapp.service"].fragment = "/etc/systemd/system/myapp.service"
+	w.units["mongod.service"].fragment = "/lib/systemd/system/mongod.service"
+	e := w.engine(nil)
+	if _, err := e.Prepare(context.Background(), who); err != nil {
+		t.Fatal(err)
+	}
+	guard := filepath.Join(w.dir, "run/systemd/system/myapp.service.d", guardDropIn)
+	b, err := os.ReadFile(guard)
+	if err != nil || !strings.Contains(string(b), "ConditionPathExists="+guardCondition) {
+		t.Fatalf("drop-in for the /etc unit: %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(w.dir, "run/systemd/system/mongod.service.d")); err == nil {
+		t.Error("a drop-in for a unit outside /etc (the mask reaches it)")
+	}
+	if _, err := e.Restore(context.Background(), who); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(guard)); err == nil {
+		t.Error("restore left the drop-in (or its directory)")
+	}
+}

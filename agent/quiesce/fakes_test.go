@@ -48,6 +48,7 @@ type fakeUnit struct {
 	startsTo  string // ActiveState after a "done" start; "" = active
 	mounts    []string
 	inSlice   string // "" = system.slice
+	fragment  string // the unit file's path
 	starts    int
 	stops     int
 }
@@ -134,7 +135,7 @@ func (w *world) Unit(_ context.Context, name string) (sysd.UnitInfo, error) {
 		fs = "masked-runtime"
 	}
 	info := sysd.UnitInfo{Name: name, ID: name, LoadState: "loaded", ActiveState: u.active, SubState: u.sub,
-		UnitFileState: fs, CanStop: true, CanStart: true, RequiresMountsFor: u.mounts}
+		UnitFileState: fs, CanStop: true, CanStart: true, RequiresMountsFor: u.mounts, FragmentPath: u.fragment}
 	if strings.HasSuffix(name, ".service") && u.active != "inactive" {
 		info.ControlGroup = "/" + u.slice() + "/" + name
 	}
