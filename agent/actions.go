@@ -426,6 +426,13 @@ func (a *actions) onADE(ev adewatch.Event) {
 		log.Debug("ADE progress")
 		a.d.Reevaluate()
 	case adewatch.Succeeded, adewatch.Failed:
+		if ev.Initial {
+			// ADE's last outcome, from before the daemon started: it may be weeks old and
+			// must not undo a prepare made since. A restore owed across a reboot is
+			// restoreAtStart's business.
+			log.Info("ADE's last run had already ended when the daemon started")
+			return
+		}
 		if ev.Kind == adewatch.Failed && ev.Unmount != nil {
 			a.explainUnmountFailure(ev)
 		}

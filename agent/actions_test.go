@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/adeagent/adeagent/agent/adewatch"
 	"github.com/adeagent/adeagent/agent/api"
 	"github.com/adeagent/adeagent/agent/config"
 	"github.com/adeagent/adeagent/agent/server"
@@ -254,5 +257,101 @@ func TestRestoreAtStart(t *testing.T) {
 	d.act.restoreAtStart()
 	if !slices.Contains(sd.Calls(), "start mongod.service") || d.Phase() != api.PhaseRestored {
 		t.Errorf("after a reboot: calls %v, phase %s; want a restore", sd.Calls(), d.Phase())
+	}
+}
+
+// writeFile writes a fixture file under root (a host path).
+func writeFile(t *testing.T, root, hostPath, content string) {
+	t.Helper()
+	p := filepath.Join(root, hostPath)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const adeHandler = "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.12"
+
+// adeStatus writes ADE's N.status (research ade_extension.md §3).
+func adeStatus(t *testing.T, root, status, message string) {
+	t.Helper()
+	sub := `{\"os\": \"Encrypted\", \"data\": \"NotEncrypted\"}`
+	writeFile(t, root, adeHandler+"/status/0.status", `[{"version":"1.4.0.12","timestampUTC":"2026-11-28T07:00:00Z","status":{`+
+		`"name":"Microsoft.Azure.Security.AzureDiskEncryptionForLinux","operation":"EnableEncryption","status":"`+status+`","code":"0",`+
+		`"formattedMessage":{"lang":"en-US","message":"`+message+`"},"substatus":[{"name":"x","operation":"EnableEncryption","status":"`+status+
+		`","code":"0","formattedMessage":{"lang":"en-US","message":"`+sub+`"}}]}}]`)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ADE's request marker prepares the VM (ade.auto_prepare is on by default) and ADE's
+// success restores it.
+func TestADEDrivesPrepareAndRestore(t *testing.T) {
+	d, sd, dir := actionDaemon(t)
+	writeFile(t, dir, "/proc/1/mountinfo", "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
+	writeFile(t, dir, "/var/lib/azure_disk_encryption_config/azure_crypt_request_queue.ini",
+		"[encryption_request_queue]\nencryptionoperation = EnableEncryption\nvolumetype = OS\n")
+	w := adewatch.New(d.root, zap.NewNop(), adewatch.WithoutInotify())
+	d.act.mu.Lock()
+	d.act.ade = w
+	d.act.mu.Unlock()
+	for _, ev := range w.Scan() {
+		d.act.onADE(ev)
+	}
+	waitFor(t, "the automatic prepare", func() bool {
+		p := d.Phase()
+		return slices.Contains(sd.Calls(), "stop mongod.service") && (p == api.PhaseReady || p == api.PhaseBlocked)
+	})
+
+	// ADE succeeds: the marker goes, the status says so.
+	if err := os.Remove(filepath.Join(dir, "var/lib/azure_disk_encryption_config/azure_crypt_request_queue.ini")); err != nil {
+		t.Fatal(err)
+	}
+	adeStatus(t, dir, "success", "Encryption succeeded for all volumes")
+	evs := w.Scan()
+	if !slices.ContainsFunc(evs, func(e adewatch.Event) bool { return e.Kind == adewatch.Succeeded && !e.Initial }) {
+		t.Fatalf("events after ADE's success: %+v", evs)
+	}
+	for _, ev := range evs {
+		d.act.onADE(ev)
+	}
+	waitFor(t, "the automatic restore", func() bool {
+		return slices.Contains(sd.Calls(), "start mongod.service") && d.Phase() == api.PhaseRestored
+	})
+}
+
+// An outcome ADE reported before the daemon started does not undo a prepare made since.
+func TestOldADEOutcomeDoesNotRestore(t *testing.T) {
+	d, sd, dir := actionDaemon(t)
+	writeFile(t, dir, "/proc/1/mountinfo", "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
+	adeStatus(t, dir, "success", "Encryption succeeded for all volumes")
+	if _, err := d.Prepare(context.Background(), server.Peer{UID: 0, PID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	w := adewatch.New(d.root, zap.NewNop(), adewatch.WithoutInotify())
+	d.act.mu.Lock()
+	d.act.ade = w
+	d.act.mu.Unlock()
+	evs := w.Scan()
+	if !slices.ContainsFunc(evs, func(e adewatch.Event) bool { return e.Kind == adewatch.Succeeded && e.Initial }) {
+		t.Fatalf("initial events: %+v", evs)
+	}
+	for _, ev := range evs {
+		d.act.onADE(ev)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if slices.Contains(sd.Calls(), "start mongod.service") {
+		t.Errorf("an old ADE outcome restored a new prepare: %v", sd.Calls())
 	}
 }
