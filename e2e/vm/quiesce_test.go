@@ -649,11 +649,19 @@ func TestQuiesce(t *testing.T) {
 		q.checkRunning(t)
 		who := m.MustRun(t, `echo "adeagent-restore ExecMainPID $(systemctl show -P ExecMainPID adeagent-restore) result $(systemctl show -P Result adeagent-restore); adeagent MainPID $(systemctl show -P MainPID adeagent)"
 			journalctl -b -u adeagent-restore -u adeagent --no-pager -o short | grep -i -E 'restor|owed' | cut -c1-400`).Stdout
+		// The journal's restore.who says origin "boot" for both the daemon's restore at
+		// start and adeagent-restore.service (and carries no pid for them): the units'
+		// own journal lines tell which one restored.
 		by := "unknown"
+		var mainPID, execPID int
+		fmt.Sscanf(who, "adeagent-restore ExecMainPID %d", &execPID)
+		if i := strings.Index(who, "adeagent MainPID "); i >= 0 {
+			fmt.Sscanf(who[i:], "adeagent MainPID %d", &mainPID)
+		}
 		switch {
-		case strings.Contains(who, fmt.Sprintf("adeagent-restore ExecMainPID %d ", j.Restore.Who.PID)):
+		case strings.Contains(who, fmt.Sprintf("adeagent[%d]: restore: restored", execPID)):
 			by = "adeagent-restore.service (adeagent restore --owed)"
-		case strings.Contains(who, fmt.Sprintf("adeagent MainPID %d", j.Restore.Who.PID)):
+		case strings.Contains(who, fmt.Sprintf("adeagent[%d]: ", mainPID)) && strings.Contains(who, `"msg":"restore finished"`):
 			by = "adeagent.service (the daemon at start)"
 		}
 		Report(t, "restore after the reboot by %s (journal: who %s pid %d comm %s)", by, j.Restore.Who.Origin, j.Restore.Who.PID, j.Restore.Who.Comm)
