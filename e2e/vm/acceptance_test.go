@@ -285,6 +285,9 @@ func TestAcceptance(t *testing.T) {
 			without["nested"] = verdict{busy && inner, fmt.Sprintf("%s; /oldroot/data/inner still mounted under the old root: %v; fuser lists its holder: %s", umount, inner, orNone(who))}
 		}
 		if sel["databases"] {
+			if sel["docker"] || sel["killmode"] || sel["stray"] || sel["nested"] {
+				umount += " (the other situations' doing)"
+			}
 			active := strings.Fields(res.active)
 			var back []string
 			for _, u := range dbUnits {
