@@ -1,12 +1,3 @@
-	# Test harness: `systemctl rescue` isolates, which would stop the guest agent unit (the
-	# stripdown runs through it); a runtime drop-in spares it (the image is not changed).
-	if systemctl cat adeagent-e2e-guest.service >/dev/null 2>&1; then
-		mkdir -p /run/systemd/system/adeagent-e2e-guest.service.d
-		printf '[Unit]\nIgnoreOnIsolate=yes\n' >/run/systemd/system/adeagent-e2e-guest.service.d/isolate.conf
-		systemctl daemon-reload
-	fi
-	systemctl list-units --type=service --state=running --no-legend --plain 2>/dev/null |
-		awk '{print $1}' >"$OUT/running-before.txt"
 #!/bin/bash
 # ade-stripdown.sh — a re-enactment of the Azure Disk Encryption extension's OS-drive
 # stripdown and unmount on the unmount path (Ubuntu 16.04–22.04), written from the public
