@@ -545,7 +545,7 @@ func (a *actions) restoreAtStart() {
 	}
 	why := map[bool]string{true: "the machine rebooted since prepare", false: "the last " + st.Phase + " did not finish"}[rebooted]
 	a.d.log.Info("a restore is owed; restoring", zap.String("why", why))
-	if _, err := a.restore(quiesce.Who{Origin: quiesce.OriginBoot}); err != nil {
+	if _, err := a.restore(quiesce.Who{Origin: quiesce.OriginStart, PID: os.Getpid(), Comm: "adeagent"}); err != nil {
 		a.d.log.Error("restore at start failed", zap.Error(err))
 	}
 }

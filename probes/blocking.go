@@ -8,8 +8,9 @@ import (
 // BlockingHolders returns the holders in rep that would make ADE's unmount of the OS drive
 // fail, by the same rule as the os-drive.holders and os-drive.kernel-holders findings:
 // kernel holders other than the virtual trees ADE moves, and processes other than PID 1,
-// self (adeagent), never-stop units and processes of service units (ADE restarts running
-// services from its RAM copy). prepare rescans with it after its stops, so that a VM the
+// self (adeagent), never-stop units, processes of service units (ADE restarts running
+// services from its RAM copy) and processes whose only hold is a root or cwd of "/" (ADE's
+// pivot_root moves those). prepare rescans with it after its stops, so that a VM the
 // readiness report calls clear is not called blocked by prepare. Incomplete entries other
 // than PID 1 are kept: the unknown is never clean.
 func BlockingHolders(rep *api.HoldersReport, self int, cat *catalog.Catalog) *api.HoldersReport {
@@ -22,7 +23,7 @@ func BlockingHolders(rep *api.HoldersReport, self int, cat *catalog.Catalog) *ap
 	for _, h := range rep.Holders {
 		switch h.Kind {
 		case api.KindProcess, api.KindThread:
-			if h.PID == 1 || h.PID == self || (h.Unit != "" && cat != nil && cat.IsNeverStop(h.Unit)) {
+			if h.PID == 1 || h.PID == self || (h.Unit != "" && cat != nil && cat.IsNeverStop(h.Unit)) || movedByPivot(h) {
 				continue
 			}
 			if classify(h) == classService {

@@ -28,6 +28,9 @@ func TestBlockingHolders(t *testing.T) {
 			{Kind: api.KindNamespace, PID: 15, Unit: "systemd-udevd.service", Detail: "private"},
 			{Kind: api.KindNamespace, PID: 16, Unit: "session-3.scope", Detail: "unshare"},
 			{Kind: api.KindSwap, Paths: []string{"/swapfile"}},
+			// Root and cwd at "/" only: pivot_root moves them. A cwd elsewhere stays.
+			{Kind: api.KindProcess, PID: 17, Comm: "holder", Unit: "session-4.scope", Uses: []string{api.UseRoot, api.UseCwd}, Paths: []string{"/"}},
+			{Kind: api.KindProcess, PID: 18, Comm: "holder", Unit: "session-4.scope", Uses: []string{api.UseRoot, api.UseCwd}, Paths: []string{"/", "/var/tmp"}},
 		},
 		Incomplete: []api.Incomplete{{PID: 1, What: "fd", Reason: "EACCES"}, {PID: 99, What: "fd", Reason: "EACCES"}},
 	}
@@ -40,14 +43,15 @@ func TestBlockingHolders(t *testing.T) {
 	}
 	// Kept: the session process (12), the container (13), the thread with its own table
 	// (14: fuser cannot see it, ADE's restarts do not clear it), the data mount, the
-	// session's namespace (16) and the swap file.
-	if want := []int{12, 13, 14, 0, 16, 0}; !slices.Equal(ids, want) {
+	// session's namespace (16), the swap file, and a cwd below "/" (18); not a process
+	// whose root and cwd are "/" itself (17: pivot_root moves those).
+	if want := []int{12, 13, 14, 0, 16, 0, 18}; !slices.Equal(ids, want) {
 		t.Errorf("pids kept = %v, want %v (kinds %v)", ids, want, kinds)
 	}
 	if len(got.Incomplete) != 1 || got.Incomplete[0].PID != 99 {
 		t.Errorf("incomplete = %+v, want only pid 99 (PID 1 is spared, the unknown is kept)", got.Incomplete)
 	}
-	if len(rep.Holders) != 12 {
+	if len(rep.Holders) != 14 {
 		t.Errorf("the input was modified: %d holders", len(rep.Holders))
 	}
 	if BlockingHolders(nil, self, cat) != nil {

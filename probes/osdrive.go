@@ -151,7 +151,7 @@ func processHoldersFinding(rep *api.HoldersReport, self int, cat *catalog.Catalo
 		if h.Kind != api.KindProcess && h.Kind != api.KindThread {
 			continue
 		}
-		if h.PID == 1 || h.PID == self || (h.Unit != "" && cat.IsNeverStop(h.Unit)) {
+		if h.PID == 1 || h.PID == self || (h.Unit != "" && cat.IsNeverStop(h.Unit)) || movedByPivot(h) {
 			continue
 		}
 		if classify(h) == classService {
@@ -211,6 +211,29 @@ func processHoldersFinding(rep *api.HoldersReport, self int, cat *catalog.Catalo
 		f.Summary += " " + notUnmountedNote(path)
 	}
 	return f, true
+}
+
+// movedByPivot reports whether a process holds the OS drive only through a root or working
+// directory that is "/" itself. ADE's stripdown pivot_roots, and pivot_root(2) points the
+// root and cwd of every task whose root or cwd was the old root at the new one, so such a
+// process does not keep the old root busy (measured in the VM acceptance test: a holder
+// whose exe and files live on a tmpfs, with root "/", was gone from fuser -vm /oldroot
+// after the pivot).
+func movedByPivot(h api.Holder) bool {
+	if len(h.Uses) == 0 || len(h.Paths) == 0 {
+		return false
+	}
+	for _, u := range h.Uses {
+		if u != api.UseRoot && u != api.UseCwd {
+			return false
+		}
+	}
+	for _, p := range h.Paths {
+		if p != "/" {
+			return false
+		}
+	}
+	return true
 }
 
 // notUnmountedNote says why holders do not block where ADE does not unmount the OS drive.

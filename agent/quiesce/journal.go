@@ -37,6 +37,7 @@ const (
 	OriginSocket  = "socket"   // POST /v1/prepare or /v1/restore (UID/PID/Comm from SO_PEERCRED)
 	OriginADEAuto = "ade-auto" // ADE's request marker with ade.auto_prepare on, or ADE finished
 	OriginBoot    = "boot"     // adeagent restore --owed from the boot unit
+	OriginStart   = "start"    // the daemon at start, settling a journal a previous run left
 	OriginCLI     = "cli"      // a one-shot command run by hand
 )
 
