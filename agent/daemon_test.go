@@ -573,6 +573,8 @@ func TestDaemonFreshAndSavedReport(t *testing.T) {
 	p := startDaemon(t, daemonOpts{interval: "1h"})
 	p.waitFor("status 200", func() bool { return p.statusCode() == http.StatusOK })
 	saved := filepath.Join(p.stateDir, "report.json")
+	// The report is published, then saved: give the write a moment.
+	p.waitFor("report.json", func() bool { _, err := os.Stat(saved); return err == nil })
 	var rep api.Report
 	if b, err := os.ReadFile(saved); err != nil {
 		t.Fatalf("report not saved after the first evaluation: %v", err)
