@@ -199,38 +199,56 @@ func (a *actions) plan(ctx context.Context) (*api.QuiescePlan, error) {
 
 // prepare quiesces the VM for who.
 func (a *actions) prepare(who quiesce.Who) (*api.QuiesceResult, error) {
-	ctx, cancel, err := a.begin("prepare")
-	if err != nil {
-		return nil, err
-	}
-	defer cancel()
-	defer a.end()
-	eng, err := a.engineWith(a.crashSwitch())
-	if err != nil {
-		return nil, err
-	}
-	a.d.log.Info("prepare requested", zap.String("who", who.String()))
-	prev := a.d.setPhase(api.PhasePreparing, "prepare requested by "+who.String())
-	res, err := eng.Prepare(ctx, who)
-	if err != nil {
-		a.d.setPhase(prev, "prepare failed: "+err.Error())
-		a.d.log.Error("prepare failed", zap.String("who", who.String()), zap.Error(err))
-		return nil, classify(err)
-	}
-	phase := api.PhaseReady
-	if res.Outcome != api.OutcomeReady {
-		phase = api.PhaseBlocked
-	}
-	a.d.setPhase(phase, fmt.Sprintf("prepare by %s: %s", who, res.Outcome))
-	a.d.log.Info("prepare finished", zap.String("who", who.String()), zap.String("outcome", res.Outcome),
-		zap.Int("findings", len(res.Findings)), zap.Float64("took_ms", res.DurationMS))
-	a.d.Reevaluate()
-	return res, nil
+	return a.run("prepare", who,
+		func(*quiesce.Engine) string { return api.PhasePreparing },
+		func(ctx context.Context, eng *quiesce.Engine) (*api.QuiesceResult, error) {
+			return eng.Prepare(ctx, who)
+		},
+		func(res *api.QuiesceResult, _ string) string {
+			if res.Outcome == api.OutcomeReady {
+				return api.PhaseReady
+			}
+			return api.PhaseBlocked
+		})
 }
 
-// restore undoes what prepare did.
+// restore undoes what prepare did. With nothing owed the phase does not pass through
+// restoring.
 func (a *actions) restore(who quiesce.Who) (*api.QuiesceResult, error) {
-	ctx, cancel, err := a.begin("restore")
+	return a.run("restore", who,
+		func(eng *quiesce.Engine) string {
+			if owed, _ := eng.Owed(); owed {
+				return api.PhaseRestoring
+			}
+			return ""
+		},
+		func(ctx context.Context, eng *quiesce.Engine) (*api.QuiesceResult, error) {
+			return eng.Restore(ctx, who)
+		},
+		func(res *api.QuiesceResult, prev string) string {
+			switch res.Outcome {
+			case api.OutcomeRestored:
+				a.mu.Lock()
+				a.restoredAt = time.Now()
+				a.mu.Unlock()
+				return api.PhaseRestored
+			case api.OutcomeNothing:
+				return api.PhaseObserving
+			}
+			// Still owed: the phase stays what it was (ready/blocked), so status keeps
+			// saying that services are down.
+			return prev
+		})
+}
+
+// run is the frame of prepare and restore: one action at a time, on the daemon's life,
+// with an engine carrying the test crash switch; the phase while it runs (running: ""
+// keeps the phase) and after it (after, given the phase before), logged with who asked,
+// then a new evaluation so the report shows the result.
+func (a *actions) run(what string, who quiesce.Who, running func(*quiesce.Engine) string,
+	call func(context.Context, *quiesce.Engine) (*api.QuiesceResult, error),
+	after func(res *api.QuiesceResult, prev string) string) (*api.QuiesceResult, error) {
+	ctx, cancel, err := a.begin(what)
 	if err != nil {
 		return nil, err
 	}
@@ -240,31 +258,20 @@ func (a *actions) restore(who quiesce.Who) (*api.QuiesceResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.d.log.Info("restore requested", zap.String("who", who.String()))
+	log := a.d.log.With(zap.String("who", who.String()))
+	log.Info(what + " requested")
 	prev := a.d.Phase()
-	if owed, _ := eng.Owed(); owed {
-		a.d.setPhase(api.PhaseRestoring, "restore requested by "+who.String())
+	if p := running(eng); p != "" {
+		a.d.setPhase(p, what+" requested by "+who.String())
 	}
-	res, err := eng.Restore(ctx, who)
+	res, err := call(ctx, eng)
 	if err != nil {
-		a.d.setPhase(prev, "restore failed: "+err.Error())
-		a.d.log.Error("restore failed", zap.String("who", who.String()), zap.Error(err))
+		a.d.setPhase(prev, what+" failed: "+err.Error())
+		log.Error(what+" failed", zap.Error(err))
 		return nil, classify(err)
 	}
-	switch res.Outcome {
-	case api.OutcomeRestored:
-		a.mu.Lock()
-		a.restoredAt = time.Now()
-		a.mu.Unlock()
-		a.d.setPhase(api.PhaseRestored, "restore by "+who.String()+": restored")
-	case api.OutcomeNothing:
-		a.d.setPhase(api.PhaseObserving, "restore by "+who.String()+": nothing was owed")
-	default:
-		// Still owed: the phase stays what it was (ready/blocked) so status keeps saying
-		// that services are down.
-		a.d.setPhase(prev, "restore by "+who.String()+": "+res.Outcome)
-	}
-	a.d.log.Info("restore finished", zap.String("who", who.String()), zap.String("outcome", res.Outcome),
+	a.d.setPhase(after(res, prev), fmt.Sprintf("%s by %s: %s", what, who, res.Outcome))
+	log.Info(what+" finished", zap.String("outcome", res.Outcome),
 		zap.Int("findings", len(res.Findings)), zap.Float64("took_ms", res.DurationMS))
 	a.d.Reevaluate()
 	return res, nil
@@ -591,63 +598,42 @@ func (r *redialSystemd) failed(c *sysd.Client, err error) {
 	r.mu.Unlock()
 }
 
-func (r *redialSystemd) ListUnits(ctx context.Context, patterns []string) ([]probes.UnitState, error) {
+// redial runs f on the connection, dialling first when there is none and dropping it
+// when f fails.
+func redial[T any](r *redialSystemd, ctx context.Context, f func(*sysd.Client) (T, error)) (T, error) {
 	c, err := r.client(ctx)
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
-	u, err := c.ListUnits(ctx, patterns)
+	v, err := f(c)
 	r.failed(c, err)
-	return u, err
+	return v, err
+}
+
+func (r *redialSystemd) ListUnits(ctx context.Context, patterns []string) ([]probes.UnitState, error) {
+	return redial(r, ctx, func(c *sysd.Client) ([]probes.UnitState, error) { return c.ListUnits(ctx, patterns) })
 }
 
 func (r *redialSystemd) Unit(ctx context.Context, name string) (sysd.UnitInfo, error) {
-	c, err := r.client(ctx)
-	if err != nil {
-		return sysd.UnitInfo{}, err
-	}
-	u, err := c.Unit(ctx, name)
-	r.failed(c, err)
-	return u, err
+	return redial(r, ctx, func(c *sysd.Client) (sysd.UnitInfo, error) { return c.Unit(ctx, name) })
 }
 
 func (r *redialSystemd) StopUnit(ctx context.Context, name string) (string, error) {
-	c, err := r.client(ctx)
-	if err != nil {
-		return "", err
-	}
-	res, err := c.StopUnit(ctx, name)
-	r.failed(c, err)
-	return res, err
+	return redial(r, ctx, func(c *sysd.Client) (string, error) { return c.StopUnit(ctx, name) })
 }
 
 func (r *redialSystemd) StartUnit(ctx context.Context, name string) (string, error) {
-	c, err := r.client(ctx)
-	if err != nil {
-		return "", err
-	}
-	res, err := c.StartUnit(ctx, name)
-	r.failed(c, err)
-	return res, err
+	return redial(r, ctx, func(c *sysd.Client) (string, error) { return c.StartUnit(ctx, name) })
 }
 
 func (r *redialSystemd) MaskRuntime(ctx context.Context, units []string) error {
-	c, err := r.client(ctx)
-	if err != nil {
-		return err
-	}
-	err = c.MaskRuntime(ctx, units)
-	r.failed(c, err)
+	_, err := redial(r, ctx, func(c *sysd.Client) (struct{}, error) { return struct{}{}, c.MaskRuntime(ctx, units) })
 	return err
 }
 
 func (r *redialSystemd) UnmaskRuntime(ctx context.Context, units []string) error {
-	c, err := r.client(ctx)
-	if err != nil {
-		return err
-	}
-	err = c.UnmaskRuntime(ctx, units)
-	r.failed(c, err)
+	_, err := redial(r, ctx, func(c *sysd.Client) (struct{}, error) { return struct{}{}, c.UnmaskRuntime(ctx, units) })
 	return err
 }
 
