@@ -218,6 +218,7 @@ type verdict struct {
 
 // TestAcceptance runs the stripdown without and with adeagent and reports the matrix.
 func TestAcceptance(t *testing.T) {
+	t.Parallel() // VM tests run two at a time (go test -parallel = GOMAXPROCS): the CI budget
 	Require(t)
 	sel := selectedSituations(t)
 	buildHolder(t)

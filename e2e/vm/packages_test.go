@@ -173,6 +173,7 @@ WatchdogSec=15s
 // access rules, the watchdog, an upgrade and the removal (docs/vm-tests.md). The
 // scenarios share one boot; each installs what it needs when run alone.
 func TestPackages(t *testing.T) {
+	t.Parallel() // VM tests run two at a time (go test -parallel = GOMAXPROCS): the CI budget
 	Require(t)
 	oldDeb, newDeb := buildDebs(t)
 	m := Boot(t, Options{})
@@ -394,6 +395,7 @@ func TestPackages(t *testing.T) {
 // TestPackagesSELinux installs the .deb on a guest booted with SELinux enforcing and
 // checks that the daemon starts and answers there too.
 func TestPackagesSELinux(t *testing.T) {
+	t.Parallel() // VM tests run two at a time (go test -parallel = GOMAXPROCS): the CI budget
 	Require(t)
 	oldDeb, newDeb := buildDebs(t)
 	m := Boot(t, Options{SELinux: SELinuxEnforcing})

@@ -12,6 +12,7 @@ import (
 // timeouts, pushing and fetching files, the agent's own executable being off the OS
 // drive, a data disk, and a reboot with the channel surviving it.
 func TestSmoke(t *testing.T) {
+	t.Parallel() // VM tests run two at a time (go test -parallel = GOMAXPROCS): the CI budget
 	Require(t)
 	m := Boot(t, Options{DataDisks: []DataDisk{{Serial: "data", SizeMB: 256, Ext4Label: "data"}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
