@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,7 +67,7 @@ type actions struct {
 func newActions(d *Daemon) *actions {
 	a := &actions{d: d, sd: d.opts.Systemd, docker: d.opts.Docker, exec: d.opts.Exec, life: context.Background()}
 	if a.sd == nil {
-		a.sd = &redialSystemd{root: d}
+		a.sd = &redialSystemd{d: d}
 	}
 	if a.docker == nil && d.root.IsHost() {
 		a.docker = quiesce.NewDockerAPI(d.root)
@@ -433,15 +435,15 @@ func (a *actions) onADE(ev adewatch.Event) {
 		log.Debug("ADE progress")
 		a.d.Reevaluate()
 	case adewatch.Succeeded, adewatch.Failed:
+		if ev.Kind == adewatch.Failed && ev.Unmount != nil {
+			a.explainUnmountFailure(ev)
+		}
 		if ev.Initial {
 			// ADE's last outcome, from before the daemon started: it may be weeks old and
 			// must not undo a prepare made since. A restore owed across a reboot is
 			// restoreAtStart's business.
 			log.Info("ADE's last run had already ended when the daemon started")
 			return
-		}
-		if ev.Kind == adewatch.Failed && ev.Unmount != nil {
-			a.explainUnmountFailure(ev)
 		}
 		if !a.owed() {
 			log.Info("ADE finished; prepare changed nothing, nothing to restore")
@@ -461,14 +463,36 @@ func (a *actions) onADE(ev adewatch.Event) {
 	}
 }
 
+// holdersBeforeStripdown is what held the OS drive when adeagent last looked before ADE's
+// stripdown: the report saved when the daemon stepped aside (stripdown.json next to it),
+// else the holders known now.
+func (a *actions) holdersBeforeStripdown() *api.HoldersReport {
+	dir := a.d.config().StateDir
+	if _, err := os.Stat(filepath.Join(dir, "stripdown.json")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(dir, "report.json")); err == nil {
+			var rep api.Report
+			if json.Unmarshal(b, &rep) == nil {
+				return &api.HoldersReport{Holders: rep.Holders}
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hr, _ := a.d.Holders(ctx)
+	return hr
+}
+
 // explainUnmountFailure turns ADE's "unmount /oldroot failed" into a finding that names
-// the holders adeagent saw last (ADE's own report says only "target is busy").
+// the holders adeagent saw before the stripdown (ADE's own report says only "target is
+// busy"). The daemon is not running during the stripdown (it exits so as not to pin the
+// old root), so this usually comes from the saved report when it starts again.
 func (a *actions) explainUnmountFailure(ev adewatch.Event) {
-	hr, _ := a.d.Holders(context.Background())
+	hr := a.holdersBeforeStripdown()
+	cat, _ := catalog.Default()
 	var names []string
 	var rel []api.Related
 	if hr != nil {
-		for _, h := range probes.BlockingHolders(hr, os.Getpid(), nil).Holders {
+		for _, h := range probes.BlockingHolders(hr, os.Getpid(), cat).Holders {
 			if len(names) == 10 {
 				names = append(names, "…")
 				break
@@ -563,9 +587,9 @@ var errNoSystemd = errors.New("systemd's D-Bus API is not reachable")
 // redialSystemd is the engine's systemd: it connects on first use and again after a
 // failed call (PID 1's re-exec drops the connection).
 type redialSystemd struct {
-	root *Daemon
-	mu   sync.Mutex
-	c    *sysd.Client
+	d  *Daemon
+	mu sync.Mutex
+	c  *sysd.Client
 }
 
 func (r *redialSystemd) client(ctx context.Context) (*sysd.Client, error) {
@@ -574,8 +598,8 @@ func (r *redialSystemd) client(ctx context.Context) (*sysd.Client, error) {
 	if r.c != nil {
 		return r.c, nil
 	}
-	if !sysd.Available(r.root.root) {
-		return nil, fmt.Errorf("%w: systemd is not PID 1 of %s", errNoSystemd, r.root.root.Dir())
+	if !sysd.Available(r.d.root) {
+		return nil, fmt.Errorf("%w: systemd is not PID 1 of %s", errNoSystemd, r.d.root.Dir())
 	}
 	c, err := sysd.New(ctx)
 	if err != nil {

@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -353,5 +355,47 @@ func TestOldADEOutcomeDoesNotRestore(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if slices.Contains(sd.Calls(), "start mongod.service") {
 		t.Errorf("an old ADE outcome restored a new prepare: %v", sd.Calls())
+	}
+}
+
+// ADE's "unmount /oldroot failed" — read when the daemon starts again after the stripdown —
+// becomes a finding that names the holders of the report the daemon saved when it stepped
+// aside, not the holders of the new boot.
+func TestUnmountFailureNamesTheSavedHolders(t *testing.T) {
+	d, _, dir := actionDaemon(t)
+	state := d.config().StateDir
+	writeFile(t, state, "stripdown.json", `{"schema_version":1}`)
+	saved := api.Report{SchemaVersion: 1, Holders: []api.Holder{
+		{Kind: api.KindProcess, PID: 4242, Comm: "stray", Unit: "session-3.scope", Uses: []string{api.UseFD}, Paths: []string{"/var/tmp/x"}},
+		{Kind: api.KindProcess, PID: 77, Comm: "cron", Unit: "cron.service", Uses: []string{api.UseExe}},
+	}}
+	b, err := json.Marshal(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, state, "report.json", string(b))
+	writeFile(t, dir, "/proc/1/mountinfo", "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
+	msg := "Failed to encrypt OS volume with error: Attempt #11 to unmount /oldroot failed with error: Could not unmount /oldroot in 10 attempts, stack trace: x"
+	adeStatus(t, dir, "error", msg)
+	w := adewatch.New(d.root, zap.NewNop(), adewatch.WithoutInotify())
+	d.act.mu.Lock()
+	d.act.ade = w
+	d.act.mu.Unlock()
+	for _, ev := range w.Scan() {
+		d.act.onADE(ev)
+	}
+	d.act.mu.Lock()
+	f := d.act.adeFinding
+	d.act.mu.Unlock()
+	if f == nil {
+		t.Fatal("no ade.unmount-failed finding")
+	}
+	if f.Key != "ade.unmount-failed" || !strings.Contains(f.Summary, "pid 4242 stray") || strings.Contains(f.Summary, "cron") {
+		t.Errorf("finding %+v: want the saved stray holder named, not the service ADE restarts", f)
+	}
+	rep := &api.Report{Findings: []api.Finding{}}
+	d.act.decorate(rep)
+	if len(rep.Findings) != 1 || rep.Findings[0].Key != "ade.unmount-failed" {
+		t.Errorf("report findings %+v", rep.Findings)
 	}
 }
