@@ -85,31 +85,16 @@ func (a *actions) engine() (*quiesce.Engine, error) { return a.engineWith(nil) }
 // only prepare and restore arm it).
 func (a *actions) engineWith(afterWrite func()) (*quiesce.Engine, error) {
 	cfg := a.d.config()
-	cat, err := catalog.Default()
+	o, err := quiesce.HostOptions(a.d.root, cfg.ADE.Path)
 	if err != nil {
-		return nil, fmt.Errorf("service catalog: %w", err)
+		return nil, err
 	}
-	dist, _ := probes.LoadDistro(a.d.root)
-	dist, err = dist.WithPathOverride(cfg.ADE.Path)
-	if err != nil {
-		return nil, fmt.Errorf("ade.path: %w", err)
-	}
-	path, reason := quiesce.ResolvePath(dist)
-	eng, err := quiesce.New(quiesce.Options{
-		Root:              a.d.root,
-		StateDir:          cfg.StateDir,
-		Catalog:           cat,
-		DistroFamily:      catalog.DistroFamily(dist.ID, dist.IDLike),
-		Path:              path,
-		PathReason:        reason,
-		Allow:             cfg.Quiesce.Allow,
-		Systemd:           a.sd,
-		Docker:            a.docker,
-		Exec:              a.exec,
-		Rescan:            a.rescan(cat),
-		Log:               a.d.log.Named("quiesce"),
-		AfterJournalWrite: afterWrite,
-	})
+	o.StateDir, o.Allow = cfg.StateDir, cfg.Quiesce.Allow
+	o.Systemd, o.Docker, o.Exec = a.sd, a.docker, a.exec
+	o.Rescan = a.rescan(o.Catalog)
+	o.Log = a.d.log.Named("quiesce")
+	o.AfterJournalWrite = afterWrite
+	eng, err := quiesce.New(o)
 	if err != nil {
 		return nil, fmt.Errorf("quiesce: %w", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/adeagent/adeagent/agent/api"
-	"github.com/adeagent/adeagent/agent/catalog"
 	"github.com/adeagent/adeagent/agent/quiesce"
 	"github.com/adeagent/adeagent/agent/sysd"
 	"github.com/adeagent/adeagent/probes"
@@ -114,24 +113,16 @@ func runRestore(args []string, stdout, stderr io.Writer) (int, error) {
 // root is the running host with systemd, else a stand-in that fails every call (a
 // restore then reports each step it could not undo).
 func newRestoreEngine(ctx context.Context, root hostroot.Root, stateDir, adePath string, allow []string, mountWait time.Duration, log *zap.Logger) (*quiesce.Engine, func(), error) {
-	cat, err := catalog.Default()
+	opts, err := quiesce.HostOptions(root, adePath)
 	if err != nil {
 		return nil, nil, err
 	}
-	d, _ := probes.LoadDistro(root)
-	d, err = d.WithPathOverride(adePath)
-	if err != nil {
-		return nil, nil, err
-	}
-	path, reason := quiesce.ResolvePath(d)
 	var sd quiesce.Systemd = noSystemd{}
 	closeFn := func() {}
 	if c := sysd.ForRoot(ctx, root); c != nil {
 		sd, closeFn = c, c.Close
 	}
-	opts := quiesce.Options{Root: root, StateDir: stateDir, Catalog: cat,
-		DistroFamily: catalog.DistroFamily(d.ID, d.IDLike), Path: path, PathReason: reason, Allow: allow,
-		Systemd: sd, Log: log, MountWait: mountWait}
+	opts.StateDir, opts.Allow, opts.Systemd, opts.Log, opts.MountWait = stateDir, allow, sd, log, mountWait
 	if root.IsHost() {
 		opts.Docker = quiesce.NewDockerAPI(root)
 	}

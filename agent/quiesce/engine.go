@@ -364,3 +364,22 @@ func sortFindings(fs []api.Finding) {
 		return strings.Compare(a.Key, b.Key)
 	})
 }
+
+// HostOptions fills the options that come from the host itself: the root, the embedded
+// service catalog, the distribution's catalog family, and ADE's path for it (adePath is
+// config ade.path: auto, unmount or online) with the reason. The daemon and `adeagent
+// restore --owed` add the rest.
+func HostOptions(root hostroot.Root, adePath string) (Options, error) {
+	cat, err := catalog.Default()
+	if err != nil {
+		return Options{}, fmt.Errorf("service catalog: %w", err)
+	}
+	d, _ := probes.LoadDistro(root)
+	d, err = d.WithPathOverride(adePath)
+	if err != nil {
+		return Options{}, fmt.Errorf("ade.path: %w", err)
+	}
+	path, reason := ResolvePath(d)
+	return Options{Root: root, Catalog: cat, DistroFamily: catalog.DistroFamily(d.ID, d.IDLike),
+		Path: path, PathReason: reason}, nil
+}
