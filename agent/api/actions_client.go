@@ -1,11 +1,9 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 )
 
 // postJSON POSTs body to path, decodes the answer into v and returns its raw bytes.
@@ -14,7 +12,7 @@ func (c *Client) postJSON(ctx context.Context, path string, body any, v any) ([]
 	if err != nil {
 		return nil, fmt.Errorf("POST %s: %w", path, err)
 	}
-	resp, err := c.do(ctx, http.MethodPost, path, nil, bytes.NewReader(b))
+	resp, err := c.do(ctx, "POST", path, nil, b)
 	if err != nil {
 		return nil, err
 	}

@@ -7,8 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -55,7 +54,7 @@ type APIError struct {
 }
 
 func (e *APIError) Error() string {
-	return fmt.Sprintf("daemon answered %d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+	return fmt.Sprintf("daemon answered %d %s: %s", e.Status, statusText(e.Status), e.Message)
 }
 
 // Client talks to the daemon's socket API. The zero value with Socket set is ready to
@@ -67,8 +66,6 @@ type Client struct {
 	// version (api.VersionHeader) differs from this program's.
 	OnVersionMismatch func(client, daemon string)
 
-	initOnce sync.Once
-	hc       *http.Client
 	warnOnce sync.Once
 }
 
@@ -79,42 +76,17 @@ func (c *Client) socket() string {
 	return c.Socket
 }
 
-func (c *Client) http() *http.Client {
-	c.initOnce.Do(func() {
-		path := c.socket()
-		c.hc = &http.Client{
-			// No Timeout: long polls and event streams; every call takes a context.
-			Transport: &http.Transport{
-				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-					d := net.Dialer{Timeout: 5 * time.Second}
-					return d.DialContext(ctx, "unix", path)
-				},
-				MaxIdleConns:      2,
-				IdleConnTimeout:   30 * time.Second,
-				DisableKeepAlives: false,
-			},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
-	})
-	return c.hc
-}
-
 // do sends one request and returns the response whatever its status.
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, body io.Reader) (*http.Response, error) {
-	u := url.URL{Scheme: "http", Host: PseudoHost, Path: path, RawQuery: query.Encode()}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte) (*response, error) {
+	target := path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
 	}
-	req.Header.Set(VersionHeader, version.Version)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http().Do(req)
+	resp, err := c.roundTrip(ctx, method, target, body)
 	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return nil, &UnreachableError{Socket: c.socket(), Err: op}
+		var ue *UnreachableError
+		if errors.As(err, &ue) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
@@ -130,7 +102,7 @@ func (c *Client) checkVersion(daemon string) {
 }
 
 // readAnswer reads resp's body and turns a non-2xx status into an *APIError.
-func readAnswer(resp *http.Response, what string) ([]byte, error) {
+func readAnswer(resp *response, what string) ([]byte, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
@@ -152,14 +124,14 @@ func apiError(code int, body []byte) *APIError {
 		msg = msg[:200] + "…"
 	}
 	if msg == "" {
-		msg = http.StatusText(code)
+		msg = statusText(code)
 	}
 	return &APIError{Status: code, Message: msg}
 }
 
 // getJSON GETs path, decodes the answer into v and returns its raw bytes.
-func (c *Client) getJSON(ctx context.Context, path string, query url.Values, v any) ([]byte, http.Header, error) {
-	resp, err := c.do(ctx, http.MethodGet, path, query, nil)
+func (c *Client) getJSON(ctx context.Context, path string, query url.Values, v any) ([]byte, textproto.MIMEHeader, error) {
+	resp, err := c.do(ctx, "GET", path, query, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -182,8 +154,9 @@ type StatusResult struct {
 	Raw []byte
 }
 
-// Status asks for the current report, without its holders list (Report.Holders is nil;
-// StatusResult.Raw has the whole answer; Report or Holders return the list). With wait, the daemon holds the answer until the
+// Status asks for the current report, without its holders list or the findings' related
+// resources (Report.Holders and Finding.Related are nil; StatusResult.Raw has the whole
+// answer; Report or Holders return them). With wait, the daemon holds the answer until the
 // report is ready or timeout passes (0: the daemon's default of 30 s); ctx should allow
 // longer than timeout. Before the daemon's first evaluation it fails with an *APIError
 // of status 503 (with wait: only if the first report does not come within timeout).
@@ -210,19 +183,32 @@ func (c *Client) status(ctx context.Context, wait bool, timeout time.Duration, b
 		}
 	}
 	var rep Report
-	raw, hdr, err := c.getJSON(ctx, "/v1/status", q, &statusDoc{Report: &rep})
+	doc := statusDoc{Report: &rep}
+	raw, hdr, err := c.getJSON(ctx, "/v1/status", q, &doc)
 	if err != nil {
 		return nil, err
+	}
+	rep.Findings = nil
+	for _, f := range doc.Findings {
+		rep.Findings = append(rep.Findings, f.Finding)
 	}
 	return &StatusResult{Report: &rep, TimedOut: hdr.Get(WaitResultHeader) == "timeout", Raw: raw}, nil
 }
 
-// statusDoc decodes a status answer without its holders list (Status leaves
-// Report.Holders nil; Raw has it): status and wait do not show it, and with ~1000 holders
-// decoding it took most of adeagentctl's CPU time.
+// statusDoc decodes a status answer without its holders list and without the findings'
+// related resources (Status leaves Report.Holders and Finding.Related nil; Raw has them):
+// status and wait show neither, and with ~1000 holders decoding them took most of
+// adeagentctl's CPU time (an os-drive.holders finding relates every holder's pid).
 type statusDoc struct {
 	*Report
-	Holders skipJSON `json:"holders"`
+	Holders  skipJSON       `json:"holders"`
+	Findings []briefFinding `json:"findings"`
+}
+
+// briefFinding is a Finding whose related list is checked but not decoded.
+type briefFinding struct {
+	Finding
+	Related skipJSON `json:"related"`
 }
 
 // skipJSON is a JSON value that is checked but not decoded.
@@ -273,7 +259,7 @@ func (c *Client) holders(ctx context.Context, q url.Values) (*HoldersReport, []b
 
 // Metrics returns the daemon's Prometheus text exposition.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/metrics", nil, nil)
+	resp, err := c.do(ctx, "GET", "/v1/metrics", nil, nil)
 	if err != nil {
 		return "", err
 	}
@@ -287,7 +273,7 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 // DaemonVersion returns the version the daemon sends in api.VersionHeader. Any answer
 // carries it, so it works before the daemon's first evaluation too.
 func (c *Client) DaemonVersion(ctx context.Context) (string, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil, nil)
+	resp, err := c.do(ctx, "GET", "/v1/status", nil, nil)
 	if err != nil {
 		return "", err
 	}
@@ -309,12 +295,12 @@ var ErrStreamEnded = errors.New("the daemon ended the event stream")
 func (c *Client) Events(ctx context.Context, fn func(Event) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	resp, err := c.do(ctx, http.MethodGet, "/v1/events", nil, nil)
+	resp, err := c.do(ctx, "GET", "/v1/events", nil, nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != 200 {
 		_, err := readAnswer(resp, "GET /v1/events")
 		return err
 	}

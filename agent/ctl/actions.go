@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/adeagent/adeagent/agent/api"
@@ -86,9 +85,9 @@ func (r *runner) failAction(ctx context.Context, err error) int {
 	var ae *api.APIError
 	if errors.As(err, &ae) {
 		switch ae.Status {
-		case http.StatusForbidden:
+		case 403: // Forbidden
 			fmt.Fprintln(r.env.Stderr, "prepare and restore change the system: run them as root (or as a member of the configured operator_group).")
-		case http.StatusConflict:
+		case 409: // Conflict
 			fmt.Fprintln(r.env.Stderr, "See 'adeagentctl status' for what runs now and 'adeagentctl events' to follow it.")
 		}
 	}
