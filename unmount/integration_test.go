@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -260,7 +261,31 @@ func (s *scratch) scan() *api.HoldersReport {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	if rep.Stats.FDSource == unmount.FDSourceBPF {
+		// The BPF fast path must find exactly what the /proc path finds.
+		slow, err := unmount.Scan(context.Background(), hostroot.Host, target, unmount.Options{Timeout: 20 * time.Second,
+			ProcessScanOptions: unmount.ProcessScanOptions{FDSource: unmount.FDSourceProc}})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if got, want := holderKeys(rep), holderKeys(slow); !slices.Equal(got, want) {
+			s.t.Errorf("fd sources disagree:\n bpf:  %q\n proc: %q", got, want)
+		}
+	} else if os.Geteuid() == 0 {
+		s.t.Logf("BPF fd source not used: %s", rep.Stats.FDSourceNote)
+	}
 	return rep
+}
+
+// holderKeys sums up the task holders of a report: kind, pid, tid, uses, fd count, mount.
+func holderKeys(rep *api.HoldersReport) []string {
+	var keys []string
+	for _, h := range rep.Holders {
+		if h.Kind == api.KindProcess || h.Kind == api.KindThread {
+			keys = append(keys, fmt.Sprintf("%s %d/%d %v fds=%d %s", h.Kind, h.PID, h.TID, h.Uses, h.FDs, h.Mount))
+		}
+	}
+	return keys
 }
 
 func (s *scratch) umount()     { s.t.Helper(); s.Unmount() }

@@ -86,6 +86,10 @@ type ProcessScanOptions struct {
 	// scan's workers and so concurrently: a caller that also needs the process list gets
 	// it from the scan's own walk of /proc instead of walking it again.
 	OnProcess func(ProcInfo)
+	// FDSource is where open files come from: FDSourceBPF (the kernel's task_file iterator;
+	// an error when it cannot be used), FDSourceProc (statx through /proc/PID/fd), or ""
+	// for the iterator when it can be used on the host and /proc otherwise.
+	FDSource string
 }
 
 // ProcInfo is what the process scan read of one user-space process for OnProcess.
@@ -117,6 +121,9 @@ type procScanner struct {
 	anonDev  uint64
 	kcmpOK   atomic.Bool
 	maxPaths int
+	// fdIdx, when set, has every task's open files of interest (the BPF fast path), and
+	// the fd directories are not read.
+	fdIdx *fdIndex
 	// onProcess is ProcessScanOptions.OnProcess (nil: not wanted).
 	onProcess func(ProcInfo)
 }
@@ -179,6 +186,27 @@ func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts
 	if err != nil {
 		return nil, err
 	}
+	// The iterator runs after the pid list is read, so every listed process that still
+	// exists has its file table in the index.
+	fdSource, fdNote := FDSourceProc, ""
+	switch {
+	case opts.FDSource == FDSourceProc:
+	case opts.FDSource != "" && opts.FDSource != FDSourceBPF:
+		return nil, fmt.Errorf("unknown fd source %q (want %s or %s)", opts.FDSource, FDSourceBPF, FDSourceProc)
+	case !root.IsHost():
+		fdNote = "the BPF iterator sees only the running kernel's tasks; the root is " + root.Dir()
+	default:
+		idx, err := bpfFDIndex(s.procFD, target.Devs, s.anonDev)
+		if err != nil {
+			fdNote = err.Error()
+			break
+		}
+		s.fdIdx, fdSource = idx, FDSourceBPF
+	}
+	if opts.FDSource == FDSourceBPF && fdSource != FDSourceBPF {
+		return nil, fmt.Errorf("%w: %s", errBPFUnusable, fdNote)
+	}
+
 	selfNS := uint64(0)
 	var stx unix.Statx_t
 	if err := statxAt(s.procFD, &[]byte("self/ns/mnt\x00")[0], &stx); err == nil {
@@ -209,6 +237,10 @@ func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts
 	wg.Wait()
 
 	out := &ProcessScan{MountNS: map[uint64]int{}, SelfNS: selfNS}
+	out.Stats.FDSource, out.Stats.FDSourceNote = fdSource, fdNote
+	if s.fdIdx != nil {
+		out.Stats.FDs = s.fdIdx.files
+	}
 	for i := range results {
 		r := &results[i]
 		out.Holders = append(out.Holders, r.holders...)
@@ -426,9 +458,10 @@ func (s *procScanner) scanPid(pid int, ws *workerState, r *workerResult) {
 	var cwdRoot holderAcc
 	s.scanFS(dirfd, ws, &cwdRoot, incomplete)
 
-	fdErr := s.scanFDs(dirfd, ws, &h, r)
-	if fdErr != nil && !gone(fdErr) {
-		incomplete("fd", fdErr)
+	if s.fdIdx != nil {
+		s.indexedFDs(pid, pid, dirfd, ws, &h)
+	} else if err := s.scanFDs(dirfd, ws, &h, r); err != nil && !gone(err) {
+		incomplete("fd", err)
 	}
 	// A process whose executable is on the target maps it (its text segment): the mmap use
 	// is known, and its memory map can only add example paths beyond the few recorded. Not
@@ -597,9 +630,57 @@ func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *worke
 				return
 			}
 			if s.anonDev != 0 && devKey(ws.stx.Dev_major, ws.stx.Dev_minor) == s.anonDev {
-				s.checkIOUring(dirfd, fdfd, name, ws, h)
+				s.checkIOUring(dirfd, string(name[:len(name)-1]), ws, h)
 			}
 		})
+	}
+}
+
+// indexedFDs is scanFDs from the BPF index: the files of task tid of process tgid (dirfd
+// is the task's or process's /proc directory). Files on a target count directly; files
+// whose stat device may differ from their superblock's get the slow path's statx.
+func (s *procScanner) indexedFDs(tgid, tid, dirfd int, ws *workerState, h *holderAcc) {
+	t := s.fdIdx.forTask(tgid, tid)
+	if t == nil {
+		return
+	}
+	if t.targets > 0 && s.target.has(t.dev) {
+		h.uses[useFD] = true
+		h.fds += t.targets
+		if h.mount == "" {
+			h.mount = s.mountOf[t.dev]
+		}
+		for _, fd := range t.first[:t.nfirst] {
+			if h.fdPaths < maxFDPaths && len(h.paths) < s.maxPaths {
+				h.fdPaths++
+				h.addPath(s.readlink(dirfd, "fd/"+strconv.Itoa(int(fd)), ws), s.maxPaths)
+			}
+		}
+	}
+	for _, rec := range t.others {
+		fdname := strconv.Itoa(int(rec.fd))
+		if rec.kind == fdRecAnon {
+			if s.anonDev != 0 {
+				s.checkIOUring(dirfd, fdname, ws, h)
+			}
+			continue
+		}
+		name := append([]byte("fd/"+fdname), 0)
+		if err := statxAt(dirfd, &name[0], &ws.stx); err != nil {
+			if !gone(err) {
+				ws.incomplete("fd", err)
+			}
+			continue
+		}
+		if !s.match(&ws.stx, h) {
+			continue
+		}
+		h.uses[useFD] = true
+		h.fds++
+		if h.fdPaths < maxFDPaths && len(h.paths) < s.maxPaths {
+			h.fdPaths++
+			h.addPath(s.readlink(dirfd, "fd/"+fdname, ws), s.maxPaths)
+		}
 	}
 }
 
@@ -711,7 +792,9 @@ func (s *procScanner) scanThreads(pid int, dirfd int, ws *workerState, r *worker
 		if ownFS {
 			s.scanFS(tdir, ws, &h, func(what string, err error) { incomplete("task "+what, err) })
 		}
-		if ownFiles {
+		if ownFiles && s.fdIdx != nil {
+			s.indexedFDs(pid, tid, tdir, ws, &h)
+		} else if ownFiles {
 			if err := s.scanFDs(tdir, ws, &h, r); err != nil && !gone(err) {
 				incomplete("task fd", err)
 			}
@@ -752,9 +835,8 @@ func anonInodeDev() uint64 {
 // the files registered with it, which stay open after the process closed its own fds.
 // Registered files whose filesystem cannot be told (older kernels print only a file name;
 // a deleted file has no path to stat) make the process incomplete, never clean.
-func (s *procScanner) checkIOUring(dirfd, fdfd int, name []byte, ws *workerState, h *holderAcc) {
-	fdname := string(name[:len(name)-1])
-	n, err := unix.Readlinkat(fdfd, fdname, ws.link)
+func (s *procScanner) checkIOUring(dirfd int, fdname string, ws *workerState, h *holderAcc) {
+	n, err := unix.Readlinkat(dirfd, "fd/"+fdname, ws.link)
 	if err != nil || !bytes.Equal(ws.link[:n], []byte("anon_inode:[io_uring]")) {
 		return
 	}

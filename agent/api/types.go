@@ -127,4 +127,8 @@ type ScanStats struct {
 	Threads    int     `json:"threads"`
 	FDs        int     `json:"fds"`
 	DurationMS float64 `json:"duration_ms"`
+	// FDSource is where the open files came from: "bpf" (the kernel's task_file iterator)
+	// or "proc" (a statx through /proc/PID/fd/N each); FDSourceNote says why not "bpf".
+	FDSource     string `json:"fd_source,omitempty"`
+	FDSourceNote string `json:"fd_source_note,omitempty"`
 }

@@ -21,6 +21,7 @@ func runHolders(args []string, stdout, stderr io.Writer) (int, error) {
 	asJSON := fs.Bool("json", false, "print JSON (schema_version 1)")
 	timeout := fs.Duration("timeout", 30*time.Second, "deadline for the whole scan; what is not inspected by then is reported as incomplete")
 	workers := fs.Int("workers", 4, "parallel /proc scanners")
+	fdSource := fs.String("fd-source", "auto", "where open files come from: `auto` (the kernel's BPF task_file iterator when it can be used, else /proc), bpf, or proc")
 	if err := parse(fs, args); err != nil {
 		return ExitUsage, err
 	}
@@ -43,6 +44,13 @@ func runHolders(args []string, stdout, stderr io.Writer) (int, error) {
 	if *workers < 1 {
 		return ExitUsage, usagef("--workers %d: want at least 1", *workers)
 	}
+	switch *fdSource {
+	case "auto":
+		*fdSource = ""
+	case unmount.FDSourceBPF, unmount.FDSourceProc:
+	default:
+		return ExitUsage, usagef("--fd-source %q: want auto, bpf or proc", *fdSource)
+	}
 	// The scan is kernel-bound: each worker spends its time in statx and getdents. Give every
 	// worker its own OS thread in the kernel (Go would run only GOMAXPROCS=NumCPU of them at
 	// once) so that the one-shot scan keeps its share of the CPUs when other work competes;
@@ -52,7 +60,7 @@ func runHolders(args []string, stdout, stderr io.Writer) (int, error) {
 	}
 	rep, err := unmount.Scan(context.Background(), root, target, unmount.Options{
 		Timeout:            *timeout,
-		ProcessScanOptions: unmount.ProcessScanOptions{Workers: *workers},
+		ProcessScanOptions: unmount.ProcessScanOptions{Workers: *workers, FDSource: *fdSource},
 	})
 	if err != nil {
 		return ExitNotReady, fmt.Errorf("scan: %w", err)
