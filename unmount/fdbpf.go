@@ -159,33 +159,39 @@ func bpfFDIndex(procFD int, targets []Dev, anonDev uint64) (*fdIndex, error) {
 		}
 	}
 
-	spec, err := btf.LoadKernelSpec()
+	// One BTF cache for the offsets and the program's attach target: decoding the kernel's
+	// BTF is most of the fixed cost (~35 ms), so it is done once per scan. It is mmapped and
+	// decoded lazily; nothing of it is kept after the scan.
+	cache := btf.NewCache()
+	spec, err := cache.Kernel()
 	if err != nil {
 		return nil, fmt.Errorf("%w: kernel BTF: %v", errBPFUnusable, err)
 	}
-	// The kernel's BTF is mmapped and decoded lazily; nothing of it is kept after the scan.
 	offs, err := kernelOffsets(spec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBPFUnusable, err)
 	}
-	counter, err := ebpf.NewMap(&ebpf.MapSpec{Name: "adeagent_files", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		return nil, fmt.Errorf("%w: counter map: %v", errBPFUnusable, err)
-	}
-	defer counter.Close()
-	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
-		Name:         "adeagent_fds",
-		Type:         ebpf.Tracing,
-		AttachType:   ebpf.AttachTraceIter,
-		AttachTo:     "task_file",
-		Instructions: taskFileProgram(offs, kdevs, kanon, counter.FD()),
-		// bpf_seq_write is a GPL-only helper.
-		License: "Dual MIT/GPL",
-	}, ebpf.ProgramOptions{KernelTypes: spec})
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{
+		Maps: map[string]*ebpf.MapSpec{
+			"files": {Name: "adeagent_files", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1},
+		},
+		Programs: map[string]*ebpf.ProgramSpec{
+			"fds": {
+				Name:         "adeagent_fds",
+				Type:         ebpf.Tracing,
+				AttachType:   ebpf.AttachTraceIter,
+				AttachTo:     "task_file",
+				Instructions: taskFileProgram(offs, kdevs, kanon),
+				// bpf_seq_write is a GPL-only helper.
+				License: "Dual MIT/GPL",
+			},
+		},
+	}, ebpf.CollectionOptions{Cache: cache, Programs: ebpf.ProgramOptions{KernelTypes: spec}})
 	if err != nil {
 		return nil, fmt.Errorf("%w: load: %v", errBPFUnusable, err)
 	}
-	defer prog.Close()
+	defer coll.Close()
+	prog, counter := coll.Programs["fds"], coll.Maps["files"]
 	it, err := link.AttachIter(link.IterOptions{Program: prog})
 	if err != nil {
 		return nil, fmt.Errorf("%w: attach: %v", errBPFUnusable, err)
@@ -299,7 +305,7 @@ func memberOffset(spec *btf.Spec, typ, member string) (int16, error) {
 
 // taskFileProgram is the iterator program: for each (task, fd, file) it counts the file
 // and, when the file may be on a target, writes {tgid, tid, fd, kind, s_dev} (5 × u32).
-func taskFileProgram(o kernelLayout, targets []uint32, anon uint32, counterFD int) asm.Instructions {
+func taskFileProgram(o kernelLayout, targets []uint32, anon uint32) asm.Instructions {
 	const (
 		ctx   = asm.R6
 		task  = asm.R7
@@ -317,7 +323,7 @@ func taskFileProgram(o kernelLayout, targets []uint32, anon uint32, counterFD in
 		asm.JEq.Imm(file, 0, "exit"), // the last call of an iteration has no file
 		// files++ in the counter map.
 		asm.StoreImm(asm.RFP, -32, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, counterFD),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("files"),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -32),
 		asm.FnMapLookupElem.Call(),

@@ -446,23 +446,28 @@ func (b *bench) measureMarginal(r *Results, bin string, dev uint64, F2 int) erro
 
 // Results is what one benchmark run measured. Times are milliseconds; medians over Runs.
 type Results struct {
-	P                int     `json:"p"`
-	F                int     `json:"f"`
-	Runs             int     `json:"runs"`
-	CPUs             int     `json:"cpus"`
-	Kernel           string  `json:"kernel"`
-	SystemProcs      int     `json:"system_procs"`     // pids seen by the floor scan
-	SystemFDs        int     `json:"system_fds"`       // fds seen by the floor scan
-	FloorMatches     int     `json:"floor_matches"`    // fds on the mount seen by the floor scan
-	AdeagentProcs    int     `json:"adeagent_procs"`   // stats.processes of adeagent
-	AdeagentFDs      int     `json:"adeagent_fds"`     // stats.fds of adeagent
-	AdeagentHolders  int     `json:"adeagent_holders"` // process holders reported
-	Incomplete       int     `json:"adeagent_incomplete"`
-	FirstIncomplete  string  `json:"adeagent_first_incomplete,omitempty"`
-	FuserPIDs        int     `json:"fuser_pids"` // pids listed by fuser -m (warmup run)
-	LsofLines        int     `json:"lsof_files"` // lines printed by lsof (warmup run, without header)
-	AdeagentWall     Series  `json:"adeagent_wall_ms"`
-	AdeagentScan     Series  `json:"adeagent_scan_ms"`
+	P               int    `json:"p"`
+	F               int    `json:"f"`
+	Runs            int    `json:"runs"`
+	CPUs            int    `json:"cpus"`
+	Kernel          string `json:"kernel"`
+	SystemProcs     int    `json:"system_procs"`     // pids seen by the floor scan
+	SystemFDs       int    `json:"system_fds"`       // fds seen by the floor scan
+	FloorMatches    int    `json:"floor_matches"`    // fds on the mount seen by the floor scan
+	AdeagentProcs   int    `json:"adeagent_procs"`   // stats.processes of adeagent
+	AdeagentFDs     int    `json:"adeagent_fds"`     // stats.fds of adeagent
+	AdeagentHolders int    `json:"adeagent_holders"` // process holders reported
+	Incomplete      int    `json:"adeagent_incomplete"`
+	FirstIncomplete string `json:"adeagent_first_incomplete,omitempty"`
+	FuserPIDs       int    `json:"fuser_pids"`         // pids listed by fuser -m (warmup run)
+	LsofLines       int    `json:"lsof_files"`         // lines printed by lsof (warmup run, without header)
+	FDSource        string `json:"adeagent_fd_source"` // stats.fd_source of adeagent: bpf or proc
+	FDSourceNote    string `json:"adeagent_fd_source_note,omitempty"`
+	AdeagentWall    Series `json:"adeagent_wall_ms"`
+	AdeagentScan    Series `json:"adeagent_scan_ms"`
+	// The same with --fd-source proc (a statx through /proc per fd), for comparison.
+	AdeagentProcWall Series  `json:"adeagent_proc_wall_ms"`
+	AdeagentProcScan Series  `json:"adeagent_proc_scan_ms"`
 	Fuser            Series  `json:"fuser_ms"`
 	Lsof             Series  `json:"lsof_ms"`
 	Floor            Series  `json:"floor_ms"`
@@ -523,6 +528,7 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 	outPath := filepath.Join(b.tmp, "out")
 	errPath := filepath.Join(b.tmp, "err")
 	adeagent := []string{bin, "holders", "--mount", b.mnt, "--json"}
+	adeagentProc := []string{bin, "holders", "--mount", b.mnt, "--json", "--fd-source", "proc"}
 	fuser := []string{"fuser", "-m", b.mnt}
 	lsof := []string{"lsof", b.mnt}
 
@@ -560,6 +566,27 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 			if ru.Maxrss <= harnessKiB {
 				r.RSSUpperBound = true
 			}
+		}
+
+		r.FDSource, r.FDSourceNote = rep.Stats.FDSource, rep.Stats.FDSourceNote
+
+		wall, _, out, err = runTool(adeagentProc, outPath, errPath, true, 1)
+		if err != nil {
+			return nil, err
+		}
+		var repProc api.HoldersReport
+		if err := json.Unmarshal(out, &repProc); err != nil {
+			return nil, fmt.Errorf("adeagent --fd-source proc --json output: %v", err)
+		}
+		if err := r.checkAdeagent(&repProc); err != nil {
+			return nil, fmt.Errorf("--fd-source proc: %w", err)
+		}
+		if err := r.checkAdeagent(&rep); err != nil { // its figures are the ones reported
+			return nil, err
+		}
+		if !warm {
+			r.AdeagentProcWall.add(ms(wall))
+			r.AdeagentProcScan.add(repProc.Stats.DurationMS)
 		}
 
 		wall, _, out, err = runTool(fuser, outPath, errPath, warm, 0)
@@ -608,7 +635,7 @@ func (b *bench) measure(bin string, dev uint64) (*Results, error) {
 		}
 	}
 	r.ForeignCPU, r.StealCPU = foreign/float64(r.Runs), steal/float64(r.Runs)
-	for _, s := range []*Series{&r.AdeagentWall, &r.AdeagentScan, &r.Fuser, &r.Lsof, &r.Floor, &r.FloorProc} {
+	for _, s := range []*Series{&r.AdeagentWall, &r.AdeagentScan, &r.AdeagentProcWall, &r.AdeagentProcScan, &r.Fuser, &r.Lsof, &r.Floor, &r.FloorProc} {
 		s.finish()
 	}
 	r.FuserRatio = r.Fuser.Median / r.AdeagentWall.Median
@@ -864,6 +891,11 @@ func (r *Results) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "holderbench: P=%d holders × F=%d files, %d runs (alternating, medians, 1 warmup), %d CPUs, kernel %s\n",
 		r.P, r.F, r.Runs, r.CPUs, r.Kernel)
+	src := r.FDSource
+	if r.FDSourceNote != "" {
+		src += " (" + r.FDSourceNote + ")"
+	}
+	fmt.Fprintf(w, "adeagent's open files came from: %s\n", src)
 	fmt.Fprintf(w, "system: %d processes, %d fds (%d on the mount); adeagent scanned %d processes, %d fds, found %d holders (%d incomplete); fuser -m listed %d pids; lsof %d files\n\n",
 		r.SystemProcs, r.SystemFDs, r.FloorMatches, r.AdeagentProcs, r.AdeagentFDs, r.AdeagentHolders, r.Incomplete, r.FuserPIDs, r.LsofLines)
 	fmt.Fprintf(w, "%-36s %10s %10s %10s\n", "tool", "median ms", "min", "max")
@@ -872,6 +904,8 @@ func (r *Results) print(w io.Writer) {
 	}
 	row("adeagent holders --mount (wall)", r.AdeagentWall)
 	row("adeagent holders (in-scan, JSON)", r.AdeagentScan)
+	row("  --fd-source proc (wall)", r.AdeagentProcWall)
+	row("  --fd-source proc (in-scan)", r.AdeagentProcScan)
 	row("fuser -m", r.Fuser)
 	row("lsof MNT", r.Lsof)
 	row("floor: bare /proc fd scan (4 gor.)", r.Floor)
@@ -894,6 +928,9 @@ func (r *Results) print(w io.Writer) {
 		fmt.Fprintf(w, "marginal per fd, F=%d vs F=%d: adeagent %.3f µs (in-scan %.1f → %.1f ms), floor %.3f µs (%.1f → %.1f ms)\n",
 			r.DiffF, r.F, r.MarginalUSPerFD, r.AdeagentScanDiffF.Median, r.AdeagentScan.Median, r.FloorMarginalUSPerFD, r.FloorDiffF.Median, r.Floor.Median)
 	}
+	fmt.Fprintf(w, "with --fd-source proc: fuser -m ÷ adeagent %.2f×, lsof ÷ adeagent %.2f×, in-scan per fd %.2f× the floor\n",
+		r.Fuser.Median/r.AdeagentProcWall.Median, r.Lsof.Median/r.AdeagentProcWall.Median,
+		1000*r.AdeagentProcScan.Median/float64(r.AdeagentFDs)/r.FloorUSPerFD)
 	fmt.Fprintf(w, "other load during the timed runs: %.1f%% of all CPUs used by other processes, %.1f%% stolen (noisy above a few %%)\n",
 		r.ForeignCPU, r.StealCPU)
 	if r.FirstIncomplete != "" {
