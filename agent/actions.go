@@ -24,7 +24,6 @@ import (
 	"github.com/adeagent/adeagent/agent/server"
 	"github.com/adeagent/adeagent/agent/sysd"
 	"github.com/adeagent/adeagent/probes"
-	"github.com/adeagent/adeagent/unmount"
 )
 
 // actionTimeout bounds one prepare or restore. The engine bounds every step itself (a
@@ -142,7 +141,7 @@ func (a *actions) crashSwitch() func() {
 // report agree on what blocks.
 func (a *actions) rescan(cat *catalog.Catalog) quiesce.Rescan {
 	return func(ctx context.Context) (*api.HoldersReport, error) {
-		rep, err := probes.NewOSDriveScan(a.d.root, unmount.Options{}).Get(ctx)
+		rep, err := probes.NewOSDriveScan(a.d.root, scanOptions(a.d.config())).Get(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -659,7 +659,9 @@ func (d *Daemon) Holders(ctx context.Context) (*api.HoldersReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve the OS drive: %w", err)
 	}
-	h, err = unmount.Scan(ctx, d.root, target, unmount.Options{Timeout: holdersScanTimeout})
+	opts := scanOptions(d.config())
+	opts.Timeout = holdersScanTimeout
+	h, err = unmount.Scan(ctx, d.root, target, opts)
 	if err != nil {
 		return nil, fmt.Errorf("scan the OS drive's holders: %w", err)
 	}

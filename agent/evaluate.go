@@ -37,7 +37,7 @@ func NewEnv(root hostroot.Root, cfg *config.Config, units probes.Units) (*probes
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
-	scan := probes.NewOSDriveScan(root, unmount.Options{})
+	scan := probes.NewOSDriveScan(root, scanOptions(cfg))
 	env := &probes.Env{
 		Root:           root,
 		Distro:         d,
@@ -139,4 +139,13 @@ func Hostname(root hostroot.Root) string {
 		return strings.TrimSpace(string(b))
 	}
 	return "unknown"
+}
+
+// scanOptions are the holder scan's options from the configuration.
+func scanOptions(cfg *config.Config) unmount.Options {
+	src := cfg.HolderScan.FDSource
+	if src == "auto" {
+		src = ""
+	}
+	return unmount.Options{ProcessScanOptions: unmount.ProcessScanOptions{FDSource: src}}
 }

@@ -70,6 +70,8 @@ type Config struct {
 	ADE ADE `yaml:"ade"`
 	// Quiesce configures what prepare may stop.
 	Quiesce Quiesce `yaml:"quiesce"`
+	// HolderScan configures the OS drive's holder scan.
+	HolderScan HolderScan `yaml:"holder_scan"`
 
 	source     string   // the file the values came from; "" for built-in defaults
 	probeNames []string // the probe names known at load time
@@ -116,6 +118,15 @@ type Quiesce struct {
 	Allow []string `yaml:"allow"`
 }
 
+// HolderScan configures the OS drive's holder scan.
+type HolderScan struct {
+	// FDSource is where the scan reads every process's open files from: "auto" (the
+	// kernel's BPF task_file iterator on hosts with 1000 processes or more, where it pays
+	// for its load time, when the kernel has it; /proc otherwise), "bpf" (always; a scan
+	// fails where it cannot load) or "proc" (never load a BPF program). Default "auto".
+	FDSource string `yaml:"fd_source"`
+}
+
 // Duration is a time.Duration written as "2s" in YAML.
 type Duration time.Duration
 
@@ -141,6 +152,7 @@ func Default(probeNames []string) *Config {
 		},
 		ADE:        ADE{AutoPrepare: true, Path: "auto"},
 		Quiesce:    Quiesce{Allow: []string{}},
+		HolderScan: HolderScan{FDSource: "auto"},
 		probeNames: append([]string(nil), probeNames...),
 	}
 }
@@ -334,6 +346,22 @@ func (c *Config) parse(file string, data []byte) error {
 						return nil
 					}
 					return p.errf(v, key, "unknown path %q (want auto, unmount or online)", s)
+				},
+			})
+		},
+		"holder_scan": func(_, v *yaml.Node, key string) error {
+			return p.mapping(v, key, map[string]func(k, v *yaml.Node, key string) error{
+				"fd_source": func(_, v *yaml.Node, key string) error {
+					s, err := p.str(v, key)
+					if err != nil {
+						return err
+					}
+					switch s {
+					case "auto", "bpf", "proc":
+						c.HolderScan.FDSource = s
+						return nil
+					}
+					return p.errf(v, key, "unknown fd source %q (want auto, bpf or proc)", s)
 				},
 			})
 		},

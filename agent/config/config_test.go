@@ -67,6 +67,9 @@ func TestFullFile(t *testing.T) {
 	if !reflect.DeepEqual(c.Quiesce.Allow, []string{"myapp-*.service", "batch.timer"}) {
 		t.Errorf("allow %v", c.Quiesce.Allow)
 	}
+	if c.HolderScan.FDSource != "proc" {
+		t.Errorf("holder_scan.fd_source %q", c.HolderScan.FDSource)
+	}
 }
 
 func TestYAMLRoundTrip(t *testing.T) {
@@ -112,6 +115,7 @@ func TestErrors(t *testing.T) {
 		{"unknown nested key", "network:\n  timeout: 2s\n", `bad.yaml:2: network.timeout: unknown key (known: connect_timeout, endpoints, key_vault)`},
 		{"duplicate key", "socket: /a\nsocket: /b\n", `bad.yaml:2: socket: duplicate key`},
 		{"bad level", "log_level: loud\n", `bad.yaml:1: log_level: unknown level "loud" (want debug, info, warn or error)`},
+		{"bad fd source", "holder_scan:\n  fd_source: ebpf\n", `bad.yaml:2: holder_scan.fd_source: unknown fd source "ebpf" (want auto, bpf or proc)`},
 		{"relative socket", "socket: run/x.sock\n", `bad.yaml:1: socket: want an absolute path, got "run/x.sock"`},
 		{"number as path", "state_dir: 12\n", `bad.yaml:1: state_dir: want a string, got int 12`},
 		{"empty value", "state_dir:\n", `bad.yaml:1: state_dir: missing value (remove the key for the default)`},

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -258,6 +259,34 @@ func TestPackages(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^\s*Status: ".*(ready=|phase=)`).MatchString(r.Stdout) {
 			t.Fatalf("systemctl status adeagent shows no STATUS= line:\n%s", r)
 		}
+	})
+
+	step(t, "bpf-fd-source", func(t *testing.T) {
+		// The daemon told to read open files through the BPF task_file iterator: it must
+		// load under the unit's system call filter and capability bounding set, on the
+		// guest's kernel (another BTF layout than the host's).
+		p.installed(t, oldVersion)
+		m.MustRun(t, `
+			cp -p /etc/adeagent/adeagent.yaml /root/adeagent.yaml.orig
+			printf 'holder_scan:\n  fd_source: bpf\n' >> /etc/adeagent/adeagent.yaml
+			systemctl restart adeagent`)
+		defer m.MustRun(t, "cp -p /root/adeagent.yaml.orig /etc/adeagent/adeagent.yaml && systemctl restart adeagent")
+		r := m.MustRunAny(t, "adeagentctl holders --fresh --json")
+		var hr struct {
+			Stats struct {
+				Processes int    `json:"processes"`
+				FDs       int    `json:"fds"`
+				FDSource  string `json:"fd_source"`
+				Note      string `json:"fd_source_note"`
+			} `json:"stats"`
+		}
+		if (r.ExitCode != 0 && r.ExitCode != 1) || json.Unmarshal([]byte(r.Stdout), &hr) != nil {
+			t.Fatalf("adeagentctl holders --fresh --json: %s\n%s", r, m.MustRunAny(t, "journalctl -u adeagent --no-pager -n 30").Stdout)
+		}
+		if hr.Stats.FDSource != "bpf" || hr.Stats.FDs == 0 {
+			t.Fatalf("daemon's holder scan: fd_source %q (%s), %d fds; want bpf", hr.Stats.FDSource, hr.Stats.Note, hr.Stats.FDs)
+		}
+		Report(t, "daemon holder scan with the BPF fd source: %d processes, %d files", hr.Stats.Processes, hr.Stats.FDs)
 	})
 
 	step(t, "systemd-analyze", func(t *testing.T) {
