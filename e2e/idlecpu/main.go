@@ -76,6 +76,8 @@ type Result struct {
 	HTTPP50Ms      float64 `json:"http_status_p50_ms"`
 	LoadAvg        string  `json:"loadavg"`
 	ProcsOnMachine int     `json:"processes_on_machine"`
+	FDSource       string  `json:"fd_source"` // the daemon's holder scan: bpf or proc
+	FDSourceNote   string  `json:"fd_source_note,omitempty"`
 }
 
 func main() {
@@ -107,7 +109,8 @@ func main() {
 	}
 	fmt.Printf("processes on the machine: %d (%d started × %d files), live holders: %t\n",
 		res.ProcsOnMachine, res.Processes, res.FilesPerProc, res.Live)
-	fmt.Printf("first evaluation:         %.3f s CPU (start-up included)\n", res.FirstEvalCPU)
+	fmt.Printf("first evaluation:         %.3f s CPU (start-up included); holder scan's fd source: %s %s\n",
+		res.FirstEvalCPU, res.FDSource, res.FDSourceNote)
 	fmt.Printf("idle CPU:                 %.3f s over %.0f s = %.3f %% of one core, %d evaluation(s)  [target < %.1f %%: %s]\n",
 		res.CPUSec, res.WindowSec, res.CPUPct, res.Evaluations, targetCPUPct, pass(res.CPUPct < targetCPUPct))
 	fmt.Printf("RSS:                      %.1f MiB now, %.1f MiB peak  [target < %.0f MiB: %s]\n",
@@ -259,6 +262,19 @@ func run() (*Result, error) {
 		res.LoadAvg = strings.TrimSpace(string(b))
 	}
 	res.RSSMiB, res.PeakRSSMiB = rss(pid)
+	// Which fd source the daemon's last evaluation used (its holders carry the scan's stats).
+	if resp, err := hc.Get("http://local-adeagent.sock/v1/holders"); err == nil {
+		var hr struct {
+			Stats struct {
+				FDSource string `json:"fd_source"`
+				Note     string `json:"fd_source_note"`
+			} `json:"stats"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&hr) == nil {
+			res.FDSource, res.FDSourceNote = hr.Stats.FDSource, hr.Stats.Note
+		}
+		resp.Body.Close()
+	}
 	return res, nil
 }
 
