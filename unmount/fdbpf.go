@@ -1,6 +1,7 @@
 package unmount
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -131,7 +132,7 @@ const initPIDNSInode = 0xEFFFFFFC
 
 // bpfFDIndex runs the iterator once and indexes what it wrote. targets are the target
 // devices; anonDev is the anon-inode filesystem's device (0: unknown).
-func bpfFDIndex(procFD int, targets []Dev, anonDev uint64) (*fdIndex, error) {
+func bpfFDIndex(ctx context.Context, procFD int, targets []Dev, anonDev uint64) (*fdIndex, error) {
 	var stx unix.Statx_t
 	if err := statxAt(procFD, &[]byte("self/ns/pid\x00")[0], &stx); err != nil {
 		return nil, fmt.Errorf("%w: pid namespace: %v", errBPFUnusable, err)
@@ -215,9 +216,13 @@ func bpfFDIndex(procFD int, targets []Dev, anonDev uint64) (*fdIndex, error) {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			break
 		}
+		// The kernel does the walk without blocking on any filesystem; the scan's deadline
+		// is still honoured between reads.
+		if err == nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("read the BPF iterator: %w", ctx.Err())
+		}
 		if err != nil {
-			// A read error mid-way (EAGAIN after a task vanished is handled by the kernel):
-			// what was read is not the whole picture, so none of it is used.
+			// What was read is not the whole picture, so none of it is used.
 			return nil, fmt.Errorf("read the BPF iterator: %w", err)
 		}
 	}

@@ -1,6 +1,7 @@
 package unmount
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,7 +54,7 @@ func TestBPFRecordKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(procFD)
-	x, err := bpfFDIndex(procFD, []Dev{target}, anonInodeDev())
+	x, err := bpfFDIndex(context.Background(), procFD, []Dev{target}, anonInodeDev())
 	if err != nil {
 		t.Skipf("BPF fd source unusable here: %v", err)
 	}

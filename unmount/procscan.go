@@ -205,7 +205,7 @@ func ScanProcesses(ctx context.Context, root hostroot.Root, target *Target, opts
 	case opts.FDSource == "" && len(pids) < bpfMinProcesses:
 		fdNote = fmt.Sprintf("%d processes: /proc is quicker below %d", len(pids), bpfMinProcesses)
 	default:
-		idx, err := bpfFDIndex(s.procFD, target.Devs, s.anonDev)
+		idx, err := bpfFDIndex(ctx, s.procFD, target.Devs, s.anonDev)
 		if err != nil {
 			fdNote = err.Error()
 			break
