@@ -22,14 +22,16 @@ import (
 // of statx and getdents, and it sees file tables /proc would refuse to show (EACCES).
 //
 // The program matches the file's superblock device (inode->i_sb->s_dev), which is what
-// stat reports for almost every filesystem. The exceptions report another device from
-// their getattr: overlayfs (the layer's device for non-directories), btrfs and bcachefs
-// (one anonymous device per subvolume) and shiftfs. Files on those, and anon-inode files
-// (an io_uring instance keeps registered files open), are handed back as "verify" records
-// and decided by the same statx through /proc the slow path uses. So the fast path finds
-// exactly what the /proc path finds; a root test compares the two.
+// stat reports for almost every filesystem. The exceptions may report another device from
+// their getattr: overlayfs (the layer's device for non-directories on older kernels; 6.x
+// reports the overlay's own), btrfs and bcachefs (one anonymous device per subvolume) and
+// shiftfs. Files on those come back as "verify" records, anon-inode files (an io_uring
+// instance keeps registered files open) as "anon" records, and the scan decides them with
+// the same statx / fdinfo look through /proc the slow path uses. So the fast path finds
+// what the /proc path finds; the root tests compare the two on every scenario.
 
-// fdSource says where a scan's open files came from (api.ScanStats.FDSource).
+// FDSourceBPF and FDSourceProc say where a scan's open files came from
+// (api.ScanStats.FDSource).
 const (
 	FDSourceBPF  = "bpf"  // the task_file BPF iterator
 	FDSourceProc = "proc" // statx of every /proc/PID/fd/N
