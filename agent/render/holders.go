@@ -62,8 +62,22 @@ func Holders(w io.Writer, rep *api.HoldersReport, note string) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "Scanned %d processes, %d threads, %d fds in %.1f ms.\n",
-		rep.Stats.Processes, rep.Stats.Threads, rep.Stats.FDs, rep.Stats.DurationMS)
+	fmt.Fprintf(w, "Scanned %d processes, %d threads, %d fds in %.1f ms%s.\n",
+		rep.Stats.Processes, rep.Stats.Threads, rep.Stats.FDs, rep.Stats.DurationMS, fdSourceText(rep.Stats))
+}
+
+// fdSourceText says where the scan's open files came from, for the summary line.
+func fdSourceText(st api.ScanStats) string {
+	switch st.FDSource {
+	case "bpf":
+		return " (open files from the kernel's BPF task_file iterator)"
+	case "proc":
+		if st.FDSourceNote != "" {
+			return " (open files from /proc: " + st.FDSourceNote + ")"
+		}
+		return " (open files from /proc)"
+	}
+	return ""
 }
 
 func dash(s string) string {
