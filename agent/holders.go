@@ -37,6 +37,8 @@ func (d *Daemon) startHolderWatch(ctx context.Context, wg *sync.WaitGroup) *watc
 	log := d.log.Named("watch")
 	w := watch.New(d.root, target, watch.Options{
 		Interval: max(minWatchRescan, 5*d.opts.Interval),
+		// The fd source as configured when the watch starts (a reload does not change it).
+		Scan: scanOptions(d.config()),
 		Logf:     func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) },
 	})
 	wg.Add(2)
