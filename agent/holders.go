@@ -39,7 +39,7 @@ func (d *Daemon) startHolderWatch(ctx context.Context, wg *sync.WaitGroup) *watc
 		Interval: max(minWatchRescan, 5*d.opts.Interval),
 		// The fd source as configured when the watch starts (a reload does not change it).
 		Scan: scanOptions(d.config()),
-		Logf:     func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) },
+		Logf: func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) },
 	})
 	wg.Add(2)
 	go func() {
