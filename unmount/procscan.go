@@ -628,14 +628,7 @@ func (s *procScanner) scanFDs(dirfd int, ws *workerState, h *holderAcc, r *worke
 				return
 			}
 			if s.match(&ws.stx, h) {
-				h.uses[useFD] = true
-				h.fds++
-				// A readlink per matched fd would double the cost of a busy holder; a couple of
-				// example paths are enough next to the exact fd count.
-				if h.fdPaths < maxFDPaths && len(h.paths) < s.maxPaths {
-					h.fdPaths++
-					h.addPath(s.readlink(fdfd, string(name[:len(name)-1]), ws), s.maxPaths)
-				}
+				s.fdOnTarget(h, ws, fdfd, "", name[:len(name)-1])
 				return
 			}
 			if s.anonDev != 0 && devKey(ws.stx.Dev_major, ws.stx.Dev_minor) == s.anonDev {
@@ -654,17 +647,13 @@ func (s *procScanner) indexedFDs(tgid, tid, dirfd int, ws *workerState, h *holde
 		return
 	}
 	if t.targets > 0 && s.target.has(t.dev) {
-		h.uses[useFD] = true
-		h.fds += t.targets
 		if h.mount == "" {
 			h.mount = s.mountOf[t.dev]
 		}
 		for _, fd := range t.first[:t.nfirst] {
-			if h.fdPaths < maxFDPaths && len(h.paths) < s.maxPaths {
-				h.fdPaths++
-				h.addPath(s.readlink(dirfd, "fd/"+strconv.Itoa(int(fd)), ws), s.maxPaths)
-			}
+			s.fdOnTarget(h, ws, dirfd, "fd/", strconv.AppendInt(nil, int64(fd), 10))
 		}
+		h.fds += t.targets - t.nfirst // counted, without example paths
 	}
 	for _, rec := range t.others {
 		fdname := strconv.Itoa(int(rec.fd))
@@ -684,12 +673,19 @@ func (s *procScanner) indexedFDs(tgid, tid, dirfd int, ws *workerState, h *holde
 		if !s.match(&ws.stx, h) {
 			continue
 		}
-		h.uses[useFD] = true
-		h.fds++
-		if h.fdPaths < maxFDPaths && len(h.paths) < s.maxPaths {
-			h.fdPaths++
-			h.addPath(s.readlink(dirfd, "fd/"+fdname, ws), s.maxPaths)
-		}
+		s.fdOnTarget(h, ws, dirfd, "fd/", []byte(fdname))
+	}
+}
+
+// fdOnTarget counts one fd on the target; its path (dir/prefix+name) is read only while the
+// holder has fewer than maxFDPaths examples: a readlink per matched fd would double the
+// cost of a busy holder, and a couple of paths are enough next to the exact fd count.
+func (s *procScanner) fdOnTarget(h *holderAcc, ws *workerState, dirfd int, prefix string, name []byte) {
+	h.uses[useFD] = true
+	h.fds++
+	if h.fdPaths < maxFDPaths && len(h.paths) < s.maxPaths {
+		h.fdPaths++
+		h.addPath(s.readlink(dirfd, prefix+string(name), ws), s.maxPaths)
 	}
 }
 
