@@ -3,9 +3,7 @@ package unmount_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -39,14 +37,7 @@ func TestBPFOverlayFileFollowsStat(t *testing.T) {
 		t.Fatal(err)
 	}
 	bpfOrSkip(t, target)
-	merged := filepath.Join(s.Dir, "merged")
-	os.Mkdir(merged, 0o755)
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", s.path("lower"), s.path("upper"), s.path("work"))
-	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, merged).CombinedOutput(); err != nil {
-		t.Skipf("overlay mount not available: %v %s", err, out)
-	}
-	s.Extra = append(s.Extra, merged)
-	file := filepath.Join(merged, "through-overlay")
+	file := filepath.Join(s.mountOverlay(), "through-overlay")
 	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -289,6 +289,20 @@ func holderKeys(rep *api.HoldersReport) []string {
 	return keys
 }
 
+// mountOverlay mounts an overlay beside the target (at Dir/merged) whose lower, upper and
+// work directories are on it, unmounted with the target; the test skips without overlayfs.
+func (s *scratch) mountOverlay() string {
+	s.t.Helper()
+	merged := filepath.Join(s.Dir, "merged")
+	os.Mkdir(merged, 0o755)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", s.path("lower"), s.path("upper"), s.path("work"))
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, merged).CombinedOutput(); err != nil {
+		s.t.Skipf("overlay mount not available: %v %s", err, out)
+	}
+	s.Extra = append(s.Extra, merged)
+	return merged
+}
+
 func (s *scratch) umount()     { s.t.Helper(); s.Unmount() }
 func (s *scratch) umountBusy() { s.t.Helper(); s.Busy() }
 
@@ -560,13 +574,7 @@ func TestLoopDeviceBackedByTarget(t *testing.T) {
 
 func TestOverlayLayersOnTarget(t *testing.T) {
 	s := newScratch(t)
-	merged := filepath.Join(s.Dir, "merged")
-	os.Mkdir(merged, 0o755)
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", s.path("lower"), s.path("upper"), s.path("work"))
-	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, merged).CombinedOutput(); err != nil {
-		t.Skipf("overlay mount not available: %v %s", err, out)
-	}
-	s.Extra = append(s.Extra, merged)
+	merged := s.mountOverlay()
 	rep := s.scan()
 	got := mustFind(t, rep, api.KindOverlay, 0, "", "upper")
 	if got.Mount != merged {
