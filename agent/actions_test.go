@@ -304,10 +304,7 @@ func TestADEDrivesPrepareAndRestore(t *testing.T) {
 	writeFile(t, dir, "/proc/1/mountinfo", "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
 	writeFile(t, dir, "/var/lib/azure_disk_encryption_config/azure_crypt_request_queue.ini",
 		"[encryption_request_queue]\nencryptionoperation = EnableEncryption\nvolumetype = OS\n")
-	w := adewatch.New(d.root, zap.NewNop(), adewatch.WithoutInotify())
-	d.act.mu.Lock()
-	d.act.ade = w
-	d.act.mu.Unlock()
+	w := attachADEWatcher(d)
 	for _, ev := range w.Scan() {
 		d.act.onADE(ev)
 	}
@@ -341,10 +338,7 @@ func TestOldADEOutcomeDoesNotRestore(t *testing.T) {
 	if _, err := d.Prepare(context.Background(), server.Peer{UID: 0, PID: 1}); err != nil {
 		t.Fatal(err)
 	}
-	w := adewatch.New(d.root, zap.NewNop(), adewatch.WithoutInotify())
-	d.act.mu.Lock()
-	d.act.ade = w
-	d.act.mu.Unlock()
+	w := attachADEWatcher(d)
 	evs := w.Scan()
 	if !slices.ContainsFunc(evs, func(e adewatch.Event) bool { return e.Kind == adewatch.Succeeded && e.Initial }) {
 		t.Fatalf("initial events: %+v", evs)
@@ -377,10 +371,7 @@ func TestUnmountFailureNamesTheSavedHolders(t *testing.T) {
 	writeFile(t, dir, "/proc/1/mountinfo", "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
 	msg := "Failed to encrypt OS volume with error: Attempt #11 to unmount /oldroot failed with error: Could not unmount /oldroot in 10 attempts, stack trace: x"
 	adeStatus(t, dir, "error", msg)
-	w := adewatch.New(d.root, zap.NewNop(), adewatch.WithoutInotify())
-	d.act.mu.Lock()
-	d.act.ade = w
-	d.act.mu.Unlock()
+	w := attachADEWatcher(d)
 	for _, ev := range w.Scan() {
 		d.act.onADE(ev)
 	}
@@ -398,4 +389,14 @@ func TestUnmountFailureNamesTheSavedHolders(t *testing.T) {
 	if len(rep.Findings) != 1 || rep.Findings[0].Key != "ade.unmount-failed" {
 		t.Errorf("report findings %+v", rep.Findings)
 	}
+}
+
+// attachADEWatcher gives the daemon's actions an ADE watcher without inotify, which a test
+// drives by feeding its Scan events to onADE.
+func attachADEWatcher(d *Daemon) *adewatch.Watcher {
+	w := adewatch.New(d.root, zap.NewNop(), adewatch.WithoutInotify())
+	d.act.mu.Lock()
+	d.act.ade = w
+	d.act.mu.Unlock()
+	return w
 }
